@@ -1,0 +1,129 @@
+//! The `pylon` binary: runs a node (`pylon serve`).
+
+mod metrics;
+mod serve;
+mod web;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Pylon: a real-time backend with its own WebSocket stack.
+#[derive(Parser, Debug)]
+#[command(name = "pylon", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the chat, the echo endpoint, health checks and metrics.
+    Serve(ServeArgs),
+}
+
+/// Options of `pylon serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on for HTTP and WebSocket connections.
+    #[arg(long, env = "PYLON_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// Directory for the chat history database. Defaults to
+    /// $XDG_DATA_HOME/pylon, or ~/.local/share/pylon when XDG_DATA_HOME is unset.
+    #[arg(long, env = "PYLON_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Seconds to wait, after SIGTERM or Ctrl-C, for WebSockets to finish their close handshake.
+    #[arg(long, env = "PYLON_DRAIN_TIMEOUT", default_value_t = 10.0)]
+    pub(crate) drain_timeout: f64,
+
+    /// Seconds between the server's keepalive pings on each WebSocket (0 turns pings off).
+    #[arg(long, env = "PYLON_PING_INTERVAL", default_value_t = 30.0)]
+    pub(crate) ping_interval: f64,
+
+    /// Seconds to wait for any frame after a ping before closing the connection as dead.
+    #[arg(long, env = "PYLON_PONG_TIMEOUT", default_value_t = 15.0)]
+    pub(crate) pong_timeout: f64,
+
+    /// Seconds a client gets to send a complete HTTP request head before it is dropped.
+    #[arg(long, env = "PYLON_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    pub(crate) handshake_timeout: f64,
+
+    /// Largest WebSocket message accepted from a client, in bytes; a larger one closes the
+    /// connection with 1009.
+    #[arg(long, env = "PYLON_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    pub(crate) max_message_size: usize,
+
+    /// Origin allowed to open WebSockets, such as https://chat.example.com (repeat the flag
+    /// for several). Without it every origin is allowed; with it, other origins get 403.
+    #[arg(
+        long = "allow-origin",
+        env = "PYLON_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allow_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    pub(crate) fn drain_timeout(&self) -> anyhow::Result<Duration> {
+        seconds("--drain-timeout", self.drain_timeout)
+    }
+
+    pub(crate) fn ping_interval(&self) -> anyhow::Result<Option<Duration>> {
+        let interval = seconds("--ping-interval", self.ping_interval)?;
+        Ok((!interval.is_zero()).then_some(interval))
+    }
+
+    pub(crate) fn pong_timeout(&self) -> anyhow::Result<Duration> {
+        seconds("--pong-timeout", self.pong_timeout)
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> anyhow::Result<Duration> {
+        seconds("--handshake-timeout", self.handshake_timeout)
+    }
+
+    /// Returns the data directory from the flag, or the per-user default.
+    pub(crate) fn resolve_data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(xdg).join("pylon"));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .context("no data directory: HOME and XDG_DATA_HOME are unset; pass --data-dir DIR")?;
+        Ok(PathBuf::from(home).join(".local/share/pylon"))
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| {
+        format!("invalid {flag} {value}: expected a non-negative number of seconds")
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PYLON_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
+    }
+}

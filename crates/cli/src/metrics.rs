@@ -1,0 +1,165 @@
+//! Node metrics, exported in the Prometheus text format at `/metrics`.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Counters and gauges of one node. Cloning shares the same series.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections, by endpoint (`chat`, `echo`).
+    pub(crate) connections_open: IntGaugeVec,
+    /// WebSocket connections accepted since start, by endpoint.
+    pub(crate) connections_total: IntCounterVec,
+    /// Data messages received from clients, by endpoint.
+    pub(crate) messages_received: IntCounterVec,
+    /// Data messages sent or queued to clients, by endpoint.
+    pub(crate) messages_sent: IntCounterVec,
+    /// Payload bytes of the data messages received, by endpoint.
+    pub(crate) bytes_received: IntCounterVec,
+    /// Payload bytes of the data messages sent or queued, by endpoint.
+    pub(crate) bytes_sent: IntCounterVec,
+    /// Rejected WebSocket handshakes, by reason.
+    pub(crate) handshake_failures: IntCounterVec,
+    /// Messages dropped because a client's outbound queue was full.
+    pub(crate) outbound_dropped: IntCounter,
+    /// HTTP requests, by route and status code.
+    pub(crate) http_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let endpoint = &["endpoint"];
+        let metrics = Self {
+            connections_open: IntGaugeVec::new(
+                Opts::new("pylon_ws_connections_open", "Open WebSocket connections."),
+                endpoint,
+            )
+            .expect("valid metric"),
+            connections_total: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_connections_total",
+                    "WebSocket connections accepted since start.",
+                ),
+                endpoint,
+            )
+            .expect("valid metric"),
+            messages_received: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_messages_received_total",
+                    "Text and binary messages received.",
+                ),
+                endpoint,
+            )
+            .expect("valid metric"),
+            messages_sent: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_messages_sent_total",
+                    "Text and binary messages sent or queued.",
+                ),
+                endpoint,
+            )
+            .expect("valid metric"),
+            bytes_received: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_received_bytes_total",
+                    "Payload bytes of received messages.",
+                ),
+                endpoint,
+            )
+            .expect("valid metric"),
+            bytes_sent: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_sent_bytes_total",
+                    "Payload bytes of sent or queued messages.",
+                ),
+                endpoint,
+            )
+            .expect("valid metric"),
+            handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_handshake_failures_total",
+                    "Rejected WebSocket handshakes.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            outbound_dropped: IntCounter::new(
+                "pylon_ws_outbound_dropped_total",
+                "Messages dropped because a client's outbound queue was full.",
+            )
+            .expect("valid metric"),
+            http_requests: IntCounterVec::new(
+                Opts::new("pylon_http_requests_total", "HTTP requests served."),
+                &["route", "status"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(self.connections_open.clone()),
+            Box::new(self.connections_total.clone()),
+            Box::new(self.messages_received.clone()),
+            Box::new(self.messages_sent.clone()),
+            Box::new(self.bytes_received.clone()),
+            Box::new(self.bytes_sent.clone()),
+            Box::new(self.handshake_failures.clone()),
+            Box::new(self.outbound_dropped.clone()),
+            Box::new(self.http_requests.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+    }
+
+    /// Counts one received data message of `len` payload bytes.
+    pub(crate) fn received(&self, endpoint: &str, len: usize) {
+        self.messages_received.with_label_values(&[endpoint]).inc();
+        self.bytes_received
+            .with_label_values(&[endpoint])
+            .inc_by(len as u64);
+    }
+
+    /// Counts one sent data message of `len` payload bytes.
+    pub(crate) fn sent(&self, endpoint: &str, len: usize) {
+        self.messages_sent.with_label_values(&[endpoint]).inc();
+        self.bytes_sent
+            .with_label_values(&[endpoint])
+            .inc_by(len as u64);
+    }
+
+    /// Renders every series in the Prometheus text exposition format, version 0.0.4.
+    pub(crate) fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(%error, "failed to encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_lists_counted_series() {
+        let metrics = Metrics::new();
+        metrics.received("echo", 5);
+        metrics
+            .handshake_failures
+            .with_label_values(&["bad_version"])
+            .inc();
+        let text = metrics.render();
+        assert!(text.contains("pylon_ws_messages_received_total{endpoint=\"echo\"} 1"));
+        assert!(text.contains("pylon_ws_received_bytes_total{endpoint=\"echo\"} 5"));
+        assert!(text.contains("pylon_ws_handshake_failures_total{reason=\"bad_version\"} 1"));
+    }
+}

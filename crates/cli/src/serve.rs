@@ -1,0 +1,461 @@
+//! `pylon serve`: one node serving the web pages, the WebSocket endpoints, health checks and
+//! metrics on one HTTP/1.1 listener.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError, SqliteStore};
+use pylon_proto::handshake::OriginPolicy;
+use pylon_ws::server::{PendingUpgrade, ServerConfig};
+use pylon_ws::{CloseCode, FullPolicy, Message, Sender, WebSocket};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::ServeArgs;
+use crate::metrics::Metrics;
+use crate::web;
+
+/// Outbound queue length of a chat connection, in messages. A client that falls this far
+/// behind is closed with 1013 and recovers the backlog from history when it reconnects.
+const CHAT_OUTBOUND_CAPACITY: usize = 1024;
+
+/// Shared state of a running node.
+struct Node {
+    chat: ChatService,
+    metrics: Metrics,
+    chat_ws: ServerConfig,
+    echo_ws: ServerConfig,
+    /// False once the node drains, so `/readyz` takes it out of a load balancer.
+    ready: AtomicBool,
+    next_conn_id: AtomicU64,
+    /// Outbound handles of every open WebSocket, used to close them all on shutdown.
+    sockets: Mutex<HashMap<u64, Sender>>,
+    /// Woken whenever a WebSocket leaves `sockets`.
+    socket_closed: Notify,
+}
+
+/// Runs a node until SIGTERM or Ctrl-C, then drains it.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = args.resolve_data_dir()?;
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!(
+            "failed to create data directory {}; pass a writable --data-dir",
+            data_dir.display()
+        )
+    })?;
+    let db_path = data_dir.join("chat.sqlite3");
+    let store = SqliteStore::open(&db_path)
+        .with_context(|| format!("failed to open chat store {}", db_path.display()))?;
+    let chat = ChatService::new(
+        ChatConfig::default(),
+        Arc::new(store),
+        Arc::new(MemoryBroker::new()),
+    );
+
+    let (echo_ws, chat_ws) = websocket_configs(&args)?;
+
+    let node = Arc::new(Node {
+        chat,
+        metrics: Metrics::new(),
+        chat_ws,
+        echo_ws,
+        ready: AtomicBool::new(true),
+        next_conn_id: AtomicU64::new(1),
+        sockets: Mutex::new(HashMap::new()),
+        socket_closed: Notify::new(),
+    });
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "failed to listen on {}; pick a free address with --listen",
+            args.listen
+        )
+    })?;
+    let local = listener.local_addr()?;
+    info!(address = %local, data_dir = %data_dir.display(), "pylon node listening");
+    info!("open http://{local}/ in a browser for the chat");
+
+    tokio::select! {
+        () = accept_loop(&node, listener) => {}
+        signal = shutdown_signal() => {
+            info!(signal, "shutting down: no new connections");
+        }
+    }
+    drain(&node, args.drain_timeout()?).await;
+    info!("pylon node stopped");
+    Ok(())
+}
+
+/// Builds the WebSocket settings of the echo and chat endpoints from the command line.
+fn websocket_configs(args: &ServeArgs) -> anyhow::Result<(ServerConfig, ServerConfig)> {
+    let mut proto = pylon_proto::Config::default();
+    proto.limits.max_message_size = args.max_message_size;
+    proto.limits.max_frame_size = args.max_message_size;
+    let ws = pylon_ws::Config {
+        proto,
+        ping_interval: args.ping_interval()?,
+        pong_timeout: args.pong_timeout()?,
+        handshake_timeout: args.handshake_timeout()?,
+        ..pylon_ws::Config::default()
+    };
+    let handshake = pylon_proto::handshake::ServerConfig {
+        origins: if args.allow_origins.is_empty() {
+            OriginPolicy::Any
+        } else {
+            OriginPolicy::AllowList(args.allow_origins.clone())
+        },
+        ..Default::default()
+    };
+    let echo = ServerConfig {
+        handshake: handshake.clone(),
+        ws: ws.clone(),
+    };
+    let chat = ServerConfig {
+        handshake,
+        ws: pylon_ws::Config {
+            outbound_capacity: CHAT_OUTBOUND_CAPACITY,
+            full_policy: FullPolicy::Close(CloseCode::TRY_AGAIN_LATER),
+            ..ws
+        },
+    };
+    Ok((echo, chat))
+}
+
+async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors is transient: back off instead of spinning.
+                warn!(%error, "failed to accept a connection; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = Arc::clone(node);
+        tokio::spawn(
+            async move { serve_tcp(node, stream).await }.instrument(info_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve_tcp(node: Arc<Node>, stream: TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%error, "failed to set TCP_NODELAY");
+    }
+    let config = node.echo_ws.ws.clone();
+    let service = service_fn(move |req| {
+        let node = Arc::clone(&node);
+        async move { Ok::<_, Infallible>(route(node, req).await) }
+    });
+    if let Err(error) = pylon_ws::server::serve_connection(stream, service, &config).await {
+        debug!(%error, "HTTP connection ended with an error");
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C and returns the name of the signal.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(error) => {
+                warn!(%error, "failed to install the SIGTERM handler; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Marks the node not ready, closes every WebSocket with 1001 and waits up to `timeout`
+/// for the close handshakes to finish.
+async fn drain(node: &Node, timeout: Duration) {
+    node.ready.store(false, Ordering::SeqCst);
+    let senders: Vec<Sender> = lock(&node.sockets).values().cloned().collect();
+    info!(
+        open = senders.len(),
+        timeout_secs = timeout.as_secs_f64(),
+        "closing WebSockets with 1001"
+    );
+    for sender in &senders {
+        sender.close(CloseCode::GOING_AWAY, "server shutting down");
+    }
+    let all_closed = async {
+        loop {
+            let closed = node.socket_closed.notified();
+            if lock(&node.sockets).is_empty() {
+                return;
+            }
+            closed.await;
+        }
+    };
+    if tokio::time::timeout(timeout, all_closed).await.is_err() {
+        warn!(
+            open = lock(&node.sockets).len(),
+            "drain timeout reached; dropping the remaining WebSockets"
+        );
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map stays consistent even if a holder panicked: every update is a single insert or remove.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let (route, response) = match path.as_str() {
+        "/ws/echo" => ("/ws/echo", upgrade(&node, &mut req, Endpoint::Echo)),
+        "/ws/chat" => ("/ws/chat", upgrade(&node, &mut req, Endpoint::Chat)),
+        "/healthz" => (
+            "/healthz",
+            only_get(&req).unwrap_or_else(|| text(StatusCode::OK, "ok\n")),
+        ),
+        "/readyz" => (
+            "/readyz",
+            only_get(&req).unwrap_or_else(|| readiness(&node)),
+        ),
+        "/metrics" => ("/metrics", only_get(&req).unwrap_or_else(|| metrics(&node))),
+        _ => match web::find(&path) {
+            Some(asset) => (
+                asset.path,
+                only_get(&req).unwrap_or_else(|| {
+                    response(StatusCode::OK, asset.content_type, asset.body.as_bytes())
+                }),
+            ),
+            None => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+        },
+    };
+    node.metrics
+        .http_requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Returns a 405 response for anything but GET and HEAD.
+fn only_get(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return None;
+    }
+    let mut resp = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: use GET\n",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    Some(resp)
+}
+
+fn readiness(node: &Node) -> Response<Full<Bytes>> {
+    if node.ready.load(Ordering::SeqCst) {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    }
+}
+
+fn metrics(node: &Node) -> Response<Full<Bytes>> {
+    response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        node.metrics.render().as_bytes(),
+    )
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body.as_bytes())
+}
+
+fn response(status: StatusCode, content_type: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body)));
+    *resp.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    resp
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Echo,
+    Chat,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Echo => "echo",
+            Endpoint::Chat => "chat",
+        }
+    }
+}
+
+/// Answers a WebSocket upgrade request and starts the connection's task once hyper hands
+/// the stream over.
+fn upgrade(
+    node: &Arc<Node>,
+    req: &mut Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<Full<Bytes>> {
+    if !node.ready.load(Ordering::SeqCst) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+    }
+    let config = match endpoint {
+        Endpoint::Echo => &node.echo_ws,
+        Endpoint::Chat => &node.chat_ws,
+    };
+    match pylon_ws::server::upgrade(req, config) {
+        Ok((resp, pending)) => {
+            let node = Arc::clone(node);
+            tokio::spawn(
+                async move { run_socket(node, pending, endpoint).await }.in_current_span(),
+            );
+            resp
+        }
+        Err(error) => {
+            debug!(%error, endpoint = endpoint.label(), "rejected WebSocket handshake");
+            node.metrics
+                .handshake_failures
+                .with_label_values(&[error.label()])
+                .inc();
+            pylon_ws::server::reject(&error)
+        }
+    }
+}
+
+async fn run_socket(node: Arc<Node>, pending: PendingUpgrade, endpoint: Endpoint) {
+    let mut ws = match pending.finish().await {
+        Ok(ws) => ws,
+        Err(error) => {
+            debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let conn_id = node.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let label = endpoint.label();
+    let span = info_span!("ws", conn_id, endpoint = label);
+    lock(&node.sockets).insert(conn_id, ws.sender());
+    node.metrics
+        .connections_total
+        .with_label_values(&[label])
+        .inc();
+    node.metrics
+        .connections_open
+        .with_label_values(&[label])
+        .inc();
+    debug!(parent: &span, "WebSocket open");
+
+    match endpoint {
+        Endpoint::Echo => echo(&node, &mut ws).instrument(span.clone()).await,
+        Endpoint::Chat => chat(&node, conn_id, &mut ws).instrument(span.clone()).await,
+    }
+
+    node.metrics
+        .connections_open
+        .with_label_values(&[label])
+        .dec();
+    lock(&node.sockets).remove(&conn_id);
+    node.socket_closed.notify_waiters();
+    debug!(parent: &span, "WebSocket closed");
+}
+
+/// Sends every text and binary message back unchanged.
+async fn echo(node: &Node, ws: &mut WebSocket<TcpStream>) {
+    while let Some(received) = ws.recv().await {
+        let msg = match received {
+            Ok(msg) => msg,
+            Err(error) => {
+                debug!(%error, "echo connection failed");
+                return;
+            }
+        };
+        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            continue;
+        }
+        let len = msg.len();
+        node.metrics.received("echo", len);
+        if let Err(error) = ws.send(msg).await {
+            debug!(%error, "echo send failed");
+            return;
+        }
+        node.metrics.sent("echo", len);
+    }
+}
+
+/// Runs one chat session: client messages go to the chat service, which answers and
+/// broadcasts through the connection's outbound queue.
+async fn chat(node: &Node, conn_id: u64, ws: &mut WebSocket<TcpStream>) {
+    let outbound = Arc::new(WsOutbound {
+        sender: ws.sender(),
+        metrics: node.metrics.clone(),
+    });
+    let mut session = node.chat.connect(conn_id, outbound);
+    while let Some(received) = ws.recv().await {
+        match received {
+            Ok(Message::Text(text)) => {
+                node.metrics.received("chat", text.len());
+                session.handle_text(text.as_str()).await;
+            }
+            Ok(Message::Binary(data)) => {
+                node.metrics.received("chat", data.len());
+                session.handle_binary(&data).await;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                debug!(%error, "chat connection failed");
+                break;
+            }
+        }
+    }
+    session.close().await;
+}
+
+/// Delivers chat events into a WebSocket's bounded outbound queue.
+struct WsOutbound {
+    sender: Sender,
+    metrics: Metrics,
+}
+
+impl Outbound for WsOutbound {
+    fn send_text(&self, text: String) -> Result<(), OutboundError> {
+        let len = text.len();
+        match self.sender.try_send(Message::text(text)) {
+            Ok(()) => {
+                self.metrics.sent("chat", len);
+                Ok(())
+            }
+            Err(error) => {
+                if self.sender.is_closed() {
+                    Err(OutboundError::Closed)
+                } else {
+                    debug!(%error, "chat message not queued");
+                    self.metrics.outbound_dropped.inc();
+                    Err(OutboundError::Full)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The per-connection state machine: message assembly, control frames, the close handshake.
+
+use std::mem;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::Rng;
+
+use crate::frame::{self, FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::utf8::{Utf8Prefix, check_utf8_prefix};
+use crate::{CloseCode, CloseFrame, Message, ProtocolError, Role, SendError, Utf8Bytes};
+
+/// Default for [`Limits::max_frame_size`] and [`Limits::max_message_size`]: 16 MiB.
+const DEFAULT_MAX_SIZE: usize = 16 << 20;
+
+/// Smallest capacity the message buffer grows to while a frame payload streams in, so that
+/// small reads do not cause a reallocation each.
+const MIN_BUFFER_GROWTH: usize = 8 << 10;
+
+/// Maximum bytes of encoded automatic pongs that wait for [`Connection::write_pending`].
+/// Past it older pongs are dropped, which RFC 6455 section 5.5.3 allows because an endpoint
+/// may send a pong for the most recent ping only.
+const MAX_PENDING_PONG_BYTES: usize = 1 << 10;
+
+/// Maximum payload of a control frame (RFC 6455 section 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Size limits for received data, checked from frame headers before any payload is
+/// buffered. Exceeding one fails the connection with close code 1009.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum payload of one received frame, in bytes. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Maximum payload of one received message, all its fragments together, in bytes.
+    /// Default 16 MiB. The message buffer never grows above this.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: DEFAULT_MAX_SIZE,
+            max_message_size: DEFAULT_MAX_SIZE,
+        }
+    }
+}
+
+/// Settings of a [`Connection`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Limits for received frames and messages.
+    pub limits: Limits,
+    /// Whether a received ping queues a pong with the same payload. Default `true`.
+    /// The ping is returned by [`Connection::decode`] either way.
+    pub auto_pong: bool,
+    /// Maximum payload of one sent data frame, in bytes. A longer message is split into
+    /// fragments. `None`, the default, sends every message as one frame. `Some(0)` is
+    /// treated as `Some(1)`.
+    pub max_send_frame_size: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            auto_pong: true,
+            max_send_frame_size: None,
+        }
+    }
+}
+
+/// Progress of the close handshake (RFC 6455 section 7).
+///
+/// A close frame counts as sent once it is written into an output buffer by
+/// [`Connection::encode`] or [`Connection::write_pending`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// No close frame was sent or received.
+    Open,
+    /// This endpoint sent a close frame and waits for the peer's.
+    CloseSent,
+    /// The peer sent a close frame. The reply waits in the pending frames.
+    CloseReceived,
+    /// Both endpoints sent a close frame.
+    Closed,
+}
+
+/// Kind of the data message being assembled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataKind {
+    Text,
+    Binary,
+}
+
+/// A data frame whose header was consumed and whose payload is still arriving.
+#[derive(Clone, Copy, Debug)]
+struct PayloadProgress {
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already received, which is the masking key phase.
+    received: usize,
+    mask: Option<[u8; 4]>,
+    fin: bool,
+}
+
+/// Sans-IO state machine for one WebSocket connection in either role.
+///
+/// It has no I/O handle and no clock. [`Connection::decode`] takes received bytes,
+/// [`Connection::encode`] and [`Connection::write_pending`] produce bytes to send. While no
+/// message is partly received and nothing is pending, it owns no heap allocation.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    /// Set after a protocol fault. Decoding stops and nothing but the fault close is sent.
+    failed: bool,
+    /// Automatic close frame waiting for `write_pending`: `Some(None)` has an empty body.
+    queued_close: Option<Option<CloseCode>>,
+    /// Encoded automatic pongs waiting for `write_pending`.
+    pending_pongs: BytesMut,
+    /// Data message being assembled, if any.
+    message_kind: Option<DataKind>,
+    /// Data frame whose payload is arriving, if any.
+    payload: Option<PayloadProgress>,
+    /// Unmasked payload of the message being assembled.
+    message: BytesMut,
+    /// Length of the prefix of `message` that is checked, complete UTF-8 (text only).
+    utf8_checked: usize,
+}
+
+impl Connection {
+    /// Creates a connection in state [`State::Open`], for use after a successful handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        Connection {
+            role,
+            config,
+            state: State::Open,
+            failed: false,
+            queued_close: None,
+            pending_pongs: BytesMut::new(),
+            message_kind: None,
+            payload: None,
+            message: BytesMut::new(),
+            utf8_checked: 0,
+        }
+    }
+
+    /// Returns the role given to [`Connection::new`].
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Returns the configuration given to [`Connection::new`].
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Returns the progress of the close handshake.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Returns `true` when the caller should close the transport.
+    ///
+    /// That is the case once both close frames were exchanged and the pending frames were
+    /// written, or once the connection failed on a protocol fault and its close frame was
+    /// written (RFC 6455 section 7.1.7). A server closes the TCP connection right away
+    /// (RFC 6455 section 7.1.1). A client should wait for the server to close it, with a
+    /// timeout in the I/O layer.
+    pub fn is_closed(&self) -> bool {
+        (self.state == State::Closed || self.failed) && !self.has_pending()
+    }
+
+    /// Returns `true` if the connection failed on a protocol fault.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Returns the number of payload bytes in the message buffer: 0 for an idle
+    /// connection, which has no buffer.
+    pub fn buffered(&self) -> usize {
+        self.message.len()
+    }
+
+    /// Returns `true` if automatic frames wait for [`Connection::write_pending`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending_pongs.is_empty() || self.queued_close.is_some()
+    }
+
+    /// Decodes received bytes from `src`, consuming the bytes it uses, and returns the next
+    /// whole message, or `Ok(None)` when more bytes are needed.
+    ///
+    /// Call it again after each message, because `src` may contain more. Data frame
+    /// payloads are unmasked and moved from `src` into the message buffer as they arrive.
+    /// So after `Ok(None)`, `src` contains at most an incomplete header or an incomplete
+    /// control frame (at most 139 bytes). A text message fails at its first invalid UTF-8
+    /// byte, even when the rest of its frame has not arrived.
+    ///
+    /// - Ping: a pong with the same payload is queued if [`Config::auto_pong`] is set,
+    ///   and the ping is returned.
+    /// - Pong: returned.
+    /// - Close: returned, and a reply echoing the status code (with an empty body if the
+    ///   received one was empty) is queued unless this endpoint already sent a close
+    ///   (RFC 6455 section 5.5.1). Bytes after the peer's close are discarded.
+    ///
+    /// Data frames received after this endpoint sent a close are still returned, because
+    /// the peer may send them before it receives the close.
+    ///
+    /// # Errors
+    ///
+    /// On a protocol fault, returns the [`ProtocolError`], queues a close frame with
+    /// [`ProtocolError::close_code`] unless a close was already sent, and releases the
+    /// message buffer. After that, every call discards `src` and returns `Ok(None)`.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        if self.failed || matches!(self.state, State::CloseReceived | State::Closed) {
+            if !src.is_empty() {
+                tracing::trace!(bytes = src.len(), "discarding bytes after close");
+                src.clear();
+            }
+            return Ok(None);
+        }
+        match self.decode_inner(src) {
+            Ok(message) => Ok(message),
+            Err(err) => {
+                self.fail(&err);
+                src.clear();
+                Err(err)
+            }
+        }
+    }
+
+    fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        loop {
+            if let Some(progress) = self.payload {
+                if !self.read_payload(progress, src)? {
+                    return Ok(None);
+                }
+                if progress.fin {
+                    return Ok(Some(self.take_message()));
+                }
+                continue;
+            }
+
+            let Some((header, header_len)) = frame::decode_header(src)? else {
+                return Ok(None);
+            };
+            self.check_header(&header)?;
+            if header.opcode.is_control() {
+                // Control frames are short, so they wait in `src` until they are complete.
+                let payload_len = header.payload_len as usize;
+                if src.len() < header_len + payload_len {
+                    return Ok(None);
+                }
+                src.advance(header_len);
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                let payload = &mut payload[..payload_len];
+                payload.copy_from_slice(&src[..payload_len]);
+                src.advance(payload_len);
+                if let Some(key) = header.mask {
+                    apply_mask(payload, key, 0);
+                }
+                return self.on_control(header.opcode, payload).map(Some);
+            }
+
+            self.start_data_frame(&header)?;
+            src.advance(header_len);
+            self.payload = Some(PayloadProgress {
+                remaining: header.payload_len,
+                received: 0,
+                mask: header.mask,
+                fin: header.fin,
+            });
+        }
+    }
+
+    /// Checks the header fields whose validity depends on the connection.
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        // No extension is negotiated, so every RSV bit must be clear (RFC 6455 section 5.2).
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        let limits = &self.config.limits;
+        if header.payload_len > limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                max: limits.max_frame_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies the fragmentation rules (RFC 6455 section 5.4) and the message size limit
+    /// to the header of a data frame.
+    fn start_data_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if header.opcode == OpCode::CONTINUATION {
+            if self.message_kind.is_none() {
+                return Err(ProtocolError::UnexpectedContinuation);
+            }
+        } else if self.message_kind.is_some() {
+            return Err(ProtocolError::ExpectedContinuation);
+        }
+
+        let size = self.message.len() as u64 + header.payload_len;
+        let max = self.config.limits.max_message_size;
+        if size > max as u64 {
+            return Err(ProtocolError::MessageTooLarge { size, max });
+        }
+
+        if header.opcode == OpCode::TEXT {
+            self.message_kind = Some(DataKind::Text);
+            self.utf8_checked = 0;
+        } else if header.opcode == OpCode::BINARY {
+            self.message_kind = Some(DataKind::Binary);
+        }
+        Ok(())
+    }
+
+    /// Moves available payload bytes of the current data frame from `src` into the message
+    /// buffer. Returns `true` when the frame is complete.
+    fn read_payload(
+        &mut self,
+        mut progress: PayloadProgress,
+        src: &mut BytesMut,
+    ) -> Result<bool, ProtocolError> {
+        // `remaining` fits in usize once it is at most `src.len()`.
+        let count = progress.remaining.min(src.len() as u64) as usize;
+        if count > 0 {
+            self.reserve_message(count, progress.remaining, progress.fin);
+            let start = self.message.len();
+            self.message.extend_from_slice(&src[..count]);
+            src.advance(count);
+            if let Some(key) = progress.mask {
+                apply_mask(&mut self.message[start..], key, progress.received);
+            }
+            progress.received += count;
+            progress.remaining -= count as u64;
+        }
+
+        let complete = progress.remaining == 0;
+        if self.message_kind == Some(DataKind::Text) && (count > 0 || complete) {
+            self.check_text(complete && progress.fin)?;
+        }
+        self.payload = if complete { None } else { Some(progress) };
+        Ok(complete)
+    }
+
+    /// Ensures room for `incoming` more bytes in the message buffer.
+    ///
+    /// The buffer grows to twice the received size, so a header alone reserves no memory.
+    /// The growth stops at the end of a final frame, whose length the header declared, so
+    /// a single-frame message usually takes one exact allocation. Inside a fragmented
+    /// message the final size is unknown, so the growth stops at
+    /// [`Limits::max_message_size`] instead, which keeps many small fragments from copying
+    /// the message once per fragment.
+    fn reserve_message(&mut self, incoming: usize, frame_remaining: u64, fin: bool) {
+        let len = self.message.len();
+        let needed = len + incoming;
+        let capacity = self.message.capacity();
+        if capacity >= needed {
+            return;
+        }
+        // The header check kept the message within the limit, so this fits in usize.
+        let frame_end = len + frame_remaining as usize;
+        let max_capacity = if fin {
+            frame_end
+        } else {
+            self.config.limits.max_message_size
+        };
+        let target = (capacity * 2)
+            .max(needed.saturating_mul(2))
+            .max(MIN_BUFFER_GROWTH)
+            .min(max_capacity)
+            .max(needed);
+        if len == 0 {
+            self.message = BytesMut::with_capacity(target);
+        } else {
+            // `BytesMut::reserve` may round up past `max_capacity`, so the copy is explicit.
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&self.message);
+            self.message = grown;
+        }
+    }
+
+    /// Checks the unchecked tail of a text message. At the end of the message an
+    /// incomplete sequence is invalid too.
+    fn check_text(&mut self, message_end: bool) -> Result<(), ProtocolError> {
+        match check_utf8_prefix(&self.message[self.utf8_checked..]) {
+            Utf8Prefix::Valid(count) => {
+                self.utf8_checked += count;
+                if message_end && self.utf8_checked != self.message.len() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                Ok(())
+            }
+            Utf8Prefix::Invalid => Err(ProtocolError::InvalidUtf8),
+        }
+    }
+
+    /// Hands out the assembled message and releases the buffer.
+    fn take_message(&mut self) -> Message {
+        let data = mem::take(&mut self.message).freeze();
+        self.utf8_checked = 0;
+        match self.message_kind.take() {
+            Some(DataKind::Text) => {
+                // SAFETY: `check_text` verified the whole message when its last frame ended.
+                Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(data) })
+            }
+            Some(DataKind::Binary) | None => Message::Binary(data),
+        }
+    }
+
+    /// Handles a complete, unmasked control frame.
+    fn on_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Message, ProtocolError> {
+        match opcode {
+            OpCode::PING => {
+                let payload = Bytes::copy_from_slice(payload);
+                if self.config.auto_pong && !self.close_pending_or_sent() {
+                    self.queue_pong(&payload);
+                }
+                Ok(Message::Ping(payload))
+            }
+            OpCode::PONG => Ok(Message::Pong(Bytes::copy_from_slice(payload))),
+            _ => {
+                let frame = parse_close_payload(payload)?;
+                self.on_close_received(frame.as_ref().map(|frame| frame.code));
+                Ok(Message::Close(frame))
+            }
+        }
+    }
+
+    fn on_close_received(&mut self, code: Option<CloseCode>) {
+        // A message the close interrupted will never complete.
+        self.release_message();
+        self.state = match self.state {
+            State::CloseSent => State::Closed,
+            _ => {
+                self.queued_close = Some(code);
+                State::CloseReceived
+            }
+        };
+    }
+
+    fn queue_pong(&mut self, payload: &[u8]) {
+        let frame_len = 2 + payload.len() + if self.role == Role::Client { 4 } else { 0 };
+        if self.pending_pongs.len() + frame_len > MAX_PENDING_PONG_BYTES {
+            self.pending_pongs.clear();
+        }
+        let mut pongs = mem::take(&mut self.pending_pongs);
+        self.write_frame(&mut pongs, true, OpCode::PONG, payload);
+        self.pending_pongs = pongs;
+    }
+
+    fn close_pending_or_sent(&self) -> bool {
+        self.queued_close.is_some() || matches!(self.state, State::CloseSent | State::Closed)
+    }
+
+    fn release_message(&mut self) {
+        self.message = BytesMut::new();
+        self.message_kind = None;
+        self.payload = None;
+        self.utf8_checked = 0;
+    }
+
+    /// Fails the connection (RFC 6455 section 7.1.7): stops decoding and queues a close
+    /// frame with the fault's code unless a close was already sent.
+    fn fail(&mut self, err: &ProtocolError) {
+        tracing::debug!(error = %err, code = err.close_code().0, "websocket protocol fault");
+        self.failed = true;
+        self.release_message();
+        self.pending_pongs = BytesMut::new();
+        if !matches!(self.state, State::CloseSent | State::Closed) {
+            self.queued_close = Some(Some(err.close_code()));
+        }
+    }
+
+    /// Moves the queued automatic frames (pongs, the close reply or the fault close) into
+    /// `dst`, and releases the queue's buffer.
+    pub fn write_pending(&mut self, dst: &mut BytesMut) {
+        let pongs = mem::take(&mut self.pending_pongs);
+        if !pongs.is_empty() && !matches!(self.state, State::CloseSent | State::Closed) {
+            dst.extend_from_slice(&pongs);
+        }
+        if let Some(code) = self.queued_close.take() {
+            let code_bytes = code.map(|code| code.0.to_be_bytes());
+            let payload = code_bytes.as_ref().map_or(&[][..], |bytes| &bytes[..]);
+            self.write_frame(dst, true, OpCode::CLOSE, payload);
+            self.on_close_sent();
+        }
+    }
+
+    fn on_close_sent(&mut self) {
+        self.state = match self.state {
+            State::CloseReceived | State::Closed => State::Closed,
+            State::Open | State::CloseSent => State::CloseSent,
+        };
+    }
+
+    /// Encodes `msg` into `dst` as one frame, or as fragments of at most
+    /// [`Config::max_send_frame_size`] bytes for a data message. As a client every frame is
+    /// masked with a fresh random key (RFC 6455 section 5.3).
+    ///
+    /// Sending a close frame moves the state to [`State::CloseSent`], or to
+    /// [`State::Closed`] if the peer's close was received; it replaces a queued automatic
+    /// close reply.
+    ///
+    /// # Errors
+    ///
+    /// - [`SendError::Closed`] after a close frame was sent, after the peer's close was
+    ///   received (except for the close reply itself), or after a protocol fault.
+    /// - [`SendError::ControlTooLong`] for a ping or pong payload above 125 bytes.
+    /// - [`SendError::InvalidCloseCode`] for a code that [`CloseCode::is_sendable`] rejects.
+    /// - [`SendError::CloseReasonTooLong`] for a reason above 123 bytes.
+    ///
+    /// On error nothing is written.
+    pub fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), SendError> {
+        if self.failed || matches!(self.state, State::CloseSent | State::Closed) {
+            return Err(SendError::Closed);
+        }
+        if self.state == State::CloseReceived && !matches!(msg, Message::Close(_)) {
+            return Err(SendError::Closed);
+        }
+        match msg {
+            Message::Text(text) => self.write_data(dst, OpCode::TEXT, text.as_bytes()),
+            Message::Binary(data) => self.write_data(dst, OpCode::BINARY, &data),
+            Message::Ping(data) | Message::Pong(data) if data.len() > MAX_CONTROL_PAYLOAD => {
+                return Err(SendError::ControlTooLong(data.len()));
+            }
+            Message::Ping(data) => self.write_frame(dst, true, OpCode::PING, &data),
+            Message::Pong(data) => self.write_frame(dst, true, OpCode::PONG, &data),
+            Message::Close(None) => self.write_close(dst, &[]),
+            Message::Close(Some(frame)) => {
+                let payload = close_payload(&frame)?;
+                self.write_close(dst, &payload);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_close(&mut self, dst: &mut BytesMut, payload: &[u8]) {
+        // Pongs queued before the close go out first, because none may follow it.
+        let pongs = mem::take(&mut self.pending_pongs);
+        dst.extend_from_slice(&pongs);
+        self.queued_close = None;
+        self.write_frame(dst, true, OpCode::CLOSE, payload);
+        self.on_close_sent();
+    }
+
+    fn write_data(&mut self, dst: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
+        let fragment_size = match self.config.max_send_frame_size {
+            Some(size) if payload.len() > size.max(1) => size.max(1),
+            _ => {
+                self.write_frame(dst, true, opcode, payload);
+                return;
+            }
+        };
+        let fragments = payload.len().div_ceil(fragment_size);
+        dst.reserve(payload.len() + fragments * FrameHeader::MAX_LEN);
+        let mut opcode = opcode;
+        let mut chunks = payload.chunks(fragment_size).peekable();
+        while let Some(chunk) = chunks.next() {
+            let fin = chunks.peek().is_none();
+            self.write_frame(dst, fin, opcode, chunk);
+            opcode = OpCode::CONTINUATION;
+        }
+    }
+
+    /// Writes one frame, masked with a fresh key as a client.
+    fn write_frame(&self, dst: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Client => Some(rand::rng().random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        dst.reserve(header.encoded_len() + payload.len());
+        frame::encode_header(&header, dst);
+        let start = dst.len();
+        dst.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut dst[start..], key, 0);
+        }
+    }
+}
+
+/// Parses and validates a received close frame payload (RFC 6455 section 5.5.1).
+fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [high, low, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*high, *low]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(reason))
+                .map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// Validates a close frame for sending and returns its payload.
+fn close_payload(frame: &CloseFrame) -> Result<Vec<u8>, SendError> {
+    if !frame.code.is_sendable() {
+        return Err(SendError::InvalidCloseCode(frame.code.0));
+    }
+    if frame.reason.len() > CloseFrame::MAX_REASON_LEN {
+        return Err(SendError::CloseReasonTooLong(frame.reason.len()));
+    }
+    let mut payload = Vec::with_capacity(2 + frame.reason.len());
+    payload.extend_from_slice(&frame.code.0.to_be_bytes());
+    payload.extend_from_slice(frame.reason.as_bytes());
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests;

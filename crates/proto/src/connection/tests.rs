@@ -1,0 +1,931 @@
+use super::*;
+use proptest::prelude::*;
+
+const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+fn server() -> Connection {
+    Connection::new(Role::Server, Config::default())
+}
+
+fn client() -> Connection {
+    Connection::new(Role::Client, Config::default())
+}
+
+fn with_limits(role: Role, max_frame_size: usize, max_message_size: usize) -> Connection {
+    let config = Config {
+        limits: Limits {
+            max_frame_size,
+            max_message_size,
+        },
+        ..Config::default()
+    };
+    Connection::new(role, config)
+}
+
+/// Encodes one frame with full control over the header, masked with `KEY` when `masked`.
+fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> BytesMut {
+    let header = FrameHeader {
+        fin: first_byte & 0x80 != 0,
+        rsv1: first_byte & 0x40 != 0,
+        rsv2: first_byte & 0x20 != 0,
+        rsv3: first_byte & 0x10 != 0,
+        opcode: OpCode::from_u8(first_byte & 0x0F).unwrap(),
+        mask: masked.then_some(KEY),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = BytesMut::new();
+    frame::encode_header(&header, &mut out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if masked {
+        apply_mask(&mut out[start..], KEY, 0);
+    }
+    out
+}
+
+/// Encodes a frame masked with `KEY`, as a client sends it, for a server to decode.
+fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> BytesMut {
+    let first = if fin { 0x80 } else { 0 } | opcode.as_u8();
+    raw_frame(first, payload, true)
+}
+
+fn close_payload_bytes(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    payload
+}
+
+/// Decodes all messages in `src`, stopping at the first error.
+fn decode_all(conn: &mut Connection, src: &mut BytesMut) -> Result<Vec<Message>, ProtocolError> {
+    let mut messages = Vec::new();
+    while let Some(message) = conn.decode(src)? {
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Writes the pending frames of `conn` and decodes them with a fresh peer.
+fn pending_messages(conn: &mut Connection) -> Vec<Message> {
+    let mut out = BytesMut::new();
+    conn.write_pending(&mut out);
+    let peer_role = match conn.role() {
+        Role::Client => Role::Server,
+        Role::Server => Role::Client,
+    };
+    let mut peer = Connection::new(peer_role, Config::default());
+    decode_all(&mut peer, &mut out).expect("pending frames decode")
+}
+
+/// Asserts that `bytes` fails a server with `expected`, and that the connection queued a
+/// close frame with the matching code and then stopped decoding.
+fn assert_server_fault(bytes: &[u8], expected: ProtocolError) {
+    let mut conn = server();
+    let mut src = BytesMut::from(bytes);
+    let err = decode_all(&mut conn, &mut src).unwrap_err();
+    assert_eq!(err, expected);
+    assert!(conn.is_failed());
+    assert!(src.is_empty(), "faulty input stays in src");
+    assert_eq!(conn.buffered(), 0);
+
+    let mut out = BytesMut::new();
+    conn.write_pending(&mut out);
+    let code = expected.close_code().0.to_be_bytes();
+    assert_eq!(&out[..], &[0x88, 0x02, code[0], code[1]][..]);
+    assert_eq!(conn.state(), State::CloseSent);
+    assert!(conn.is_closed());
+
+    let mut more = client_frame(true, OpCode::TEXT, b"late");
+    assert_eq!(conn.decode(&mut more), Ok(None));
+    assert!(more.is_empty());
+}
+
+#[test]
+fn server_decodes_masked_text() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::TEXT, b"Hello");
+    assert_eq!(conn.decode(&mut src), Ok(Some(Message::text("Hello"))));
+    assert!(src.is_empty());
+    assert_eq!(conn.decode(&mut src), Ok(None));
+}
+
+#[test]
+fn client_decodes_unmasked_rfc_example() {
+    let mut conn = client();
+    let mut src = BytesMut::from(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f][..]);
+    assert_eq!(conn.decode(&mut src), Ok(Some(Message::text("Hello"))));
+}
+
+#[test]
+fn rsv_bits_fail_with_1002() {
+    for bit in [0x40u8, 0x20, 0x10] {
+        let frame = raw_frame(0x80 | bit | 0x1, b"x", true);
+        assert_server_fault(&frame, ProtocolError::ReservedBits);
+    }
+}
+
+#[test]
+fn reserved_opcodes_fail_with_1002() {
+    for opcode in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+        let frame = raw_frame(0x80 | opcode, b"", true);
+        assert_server_fault(&frame, ProtocolError::ReservedOpcode(opcode));
+    }
+}
+
+#[test]
+fn fragmented_control_fails_with_1002() {
+    let frame = raw_frame(0x09, b"ping", true);
+    assert_server_fault(&frame, ProtocolError::FragmentedControl);
+}
+
+#[test]
+fn long_control_fails_with_1002() {
+    let frame = client_frame(true, OpCode::PING, &[0u8; 126]);
+    assert_server_fault(&frame, ProtocolError::ControlTooLong(126));
+}
+
+#[test]
+fn length_top_bit_fails_with_1002() {
+    let bytes = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4];
+    assert_server_fault(&bytes, ProtocolError::LengthTopBit);
+}
+
+#[test]
+fn server_rejects_unmasked_frame() {
+    let frame = raw_frame(0x81, b"Hello", false);
+    assert_server_fault(&frame, ProtocolError::UnmaskedClientFrame);
+}
+
+#[test]
+fn client_rejects_masked_frame() {
+    let mut conn = client();
+    let mut src = raw_frame(0x81, b"Hello", true);
+    assert_eq!(conn.decode(&mut src), Err(ProtocolError::MaskedServerFrame));
+    let mut out = BytesMut::new();
+    conn.write_pending(&mut out);
+    // The client's fault close is masked: FIN + close, MASK bit + length 2.
+    assert_eq!(&out[..2], &[0x88, 0x82]);
+    assert_eq!(out.len(), 8);
+}
+
+#[test]
+fn non_minimal_length_is_accepted() {
+    let mut src = BytesMut::from(&[0x82, 0xFE, 0x00, 0x03][..]);
+    src.extend_from_slice(&KEY);
+    let mut payload = *b"abc";
+    apply_mask(&mut payload, KEY, 0);
+    src.extend_from_slice(&payload);
+    let mut conn = server();
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::binary(&b"abc"[..])))
+    );
+}
+
+#[test]
+fn frame_over_limit_fails_from_header() {
+    let mut conn = with_limits(Role::Server, 100, 1000);
+    let frame = client_frame(true, OpCode::BINARY, &[7u8; 101]);
+    // Only the header arrives: the fault is reported before any payload.
+    let mut src = BytesMut::from(&frame[..8]);
+    let err = conn.decode(&mut src).unwrap_err();
+    assert_eq!(
+        err,
+        ProtocolError::FrameTooLarge {
+            size: 101,
+            max: 100
+        }
+    );
+    assert_eq!(err.close_code(), CloseCode::MESSAGE_TOO_BIG);
+    assert_eq!(conn.buffered(), 0);
+}
+
+#[test]
+fn huge_declared_length_reserves_nothing() {
+    let mut conn = with_limits(Role::Server, usize::MAX, usize::MAX);
+    let mut src = BytesMut::from(&[0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..]);
+    src.extend_from_slice(&KEY);
+    src.extend_from_slice(b"abc");
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    assert_eq!(conn.buffered(), 3);
+    assert!(conn.message.capacity() <= MIN_BUFFER_GROWTH);
+}
+
+#[test]
+fn message_over_limit_fails_at_fragment_header() {
+    let mut conn = with_limits(Role::Server, 100, 150);
+    let mut src = client_frame(false, OpCode::BINARY, &[1u8; 100]);
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    assert_eq!(conn.buffered(), 100);
+    let next = client_frame(true, OpCode::CONTINUATION, &[2u8; 51]);
+    let mut src = BytesMut::from(&next[..6]);
+    let err = conn.decode(&mut src).unwrap_err();
+    assert_eq!(
+        err,
+        ProtocolError::MessageTooLarge {
+            size: 151,
+            max: 150
+        }
+    );
+    assert_eq!(conn.buffered(), 0);
+}
+
+#[test]
+fn message_at_limit_is_accepted() {
+    let mut conn = with_limits(Role::Server, 100, 150);
+    let mut src = client_frame(false, OpCode::BINARY, &[1u8; 100]);
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, &[2u8; 50]));
+    let message = conn.decode(&mut src).unwrap().unwrap();
+    assert_eq!(message.len(), 150);
+}
+
+#[test]
+fn continuation_without_message_fails() {
+    let frame = client_frame(true, OpCode::CONTINUATION, b"x");
+    assert_server_fault(&frame, ProtocolError::UnexpectedContinuation);
+}
+
+#[test]
+fn data_frame_inside_fragmented_message_fails() {
+    let mut bytes = client_frame(false, OpCode::TEXT, b"part");
+    bytes.extend_from_slice(&client_frame(true, OpCode::BINARY, b"new"));
+    assert_server_fault(&bytes, ProtocolError::ExpectedContinuation);
+}
+
+#[test]
+fn fragments_assemble_into_one_message() {
+    let mut conn = server();
+    let mut src = client_frame(false, OpCode::BINARY, b"ab");
+    src.extend_from_slice(&client_frame(false, OpCode::CONTINUATION, b""));
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, b"cd"));
+    assert_eq!(
+        decode_all(&mut conn, &mut src),
+        Ok(vec![Message::binary(&b"abcd"[..])])
+    );
+}
+
+#[test]
+fn control_frames_interleave_with_fragments() {
+    let mut conn = server();
+    let mut src = client_frame(false, OpCode::TEXT, b"fra");
+    src.extend_from_slice(&client_frame(true, OpCode::PING, b"p"));
+    src.extend_from_slice(&client_frame(false, OpCode::CONTINUATION, b"gme"));
+    src.extend_from_slice(&client_frame(true, OpCode::PONG, b"q"));
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, b"nted"));
+    assert_eq!(
+        decode_all(&mut conn, &mut src),
+        Ok(vec![
+            Message::Ping(Bytes::from_static(b"p")),
+            Message::Pong(Bytes::from_static(b"q")),
+            Message::text("fragmented"),
+        ])
+    );
+}
+
+#[test]
+fn ping_queues_pong_with_same_payload() {
+    for role in [Role::Server, Role::Client] {
+        let mut conn = Connection::new(role, Config::default());
+        let mut src = raw_frame(0x89, b"are you there", role == Role::Server);
+        assert_eq!(
+            conn.decode(&mut src),
+            Ok(Some(Message::Ping(Bytes::from_static(b"are you there"))))
+        );
+        assert!(conn.has_pending());
+        assert_eq!(
+            pending_messages(&mut conn),
+            vec![Message::Pong(Bytes::from_static(b"are you there"))]
+        );
+        assert!(!conn.has_pending());
+        assert_eq!(conn.pending_pongs.capacity(), 0, "pong buffer is released");
+    }
+}
+
+#[test]
+fn auto_pong_disabled_queues_nothing() {
+    let config = Config {
+        auto_pong: false,
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config);
+    let mut src = client_frame(true, OpCode::PING, b"x");
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::Ping(Bytes::from_static(b"x"))))
+    );
+    assert!(!conn.has_pending());
+}
+
+#[test]
+fn many_pings_keep_pending_bounded() {
+    let mut conn = server();
+    for i in 0..100u8 {
+        let mut src = client_frame(true, OpCode::PING, &[i; 125]);
+        assert!(conn.decode(&mut src).unwrap().is_some());
+        assert!(conn.pending_pongs.len() <= MAX_PENDING_PONG_BYTES);
+    }
+    let pongs = pending_messages(&mut conn);
+    assert!(!pongs.is_empty());
+    assert_eq!(
+        pongs.last(),
+        Some(&Message::Pong(Bytes::from(vec![99u8; 125])))
+    );
+}
+
+#[test]
+fn pong_is_returned() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::PONG, b"late");
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::Pong(Bytes::from_static(b"late"))))
+    );
+    assert!(!conn.has_pending());
+}
+
+#[test]
+fn control_frame_waits_in_src_until_complete() {
+    let mut conn = server();
+    let frame = client_frame(true, OpCode::PING, b"0123456789");
+    let mut src = BytesMut::from(&frame[..9]);
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    assert_eq!(src.len(), 9);
+    src.extend_from_slice(&frame[9..]);
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::Ping(Bytes::from_static(b"0123456789"))))
+    );
+    assert!(src.is_empty());
+}
+
+#[test]
+fn empty_close_gets_empty_reply() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::CLOSE, b"");
+    assert_eq!(conn.decode(&mut src), Ok(Some(Message::Close(None))));
+    assert_eq!(conn.state(), State::CloseReceived);
+    assert!(!conn.is_closed(), "reply not written yet");
+
+    let mut out = BytesMut::new();
+    conn.write_pending(&mut out);
+    assert_eq!(&out[..], &[0x88, 0x00][..]);
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn close_reply_echoes_code() {
+    let mut conn = server();
+    let payload = close_payload_bytes(4001, b"custom reason");
+    let mut src = client_frame(true, OpCode::CLOSE, &payload);
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::close(CloseCode(4001), "custom reason")))
+    );
+    assert_eq!(
+        pending_messages(&mut conn),
+        vec![Message::close(CloseCode(4001), "")]
+    );
+}
+
+#[test]
+fn close_with_one_byte_fails() {
+    let frame = client_frame(true, OpCode::CLOSE, &[0x03]);
+    assert_server_fault(&frame, ProtocolError::InvalidClosePayload);
+}
+
+#[test]
+fn close_with_invalid_code_fails() {
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
+        let frame = client_frame(true, OpCode::CLOSE, &close_payload_bytes(code, b""));
+        assert_server_fault(&frame, ProtocolError::InvalidCloseCode(code));
+    }
+}
+
+#[test]
+fn close_with_valid_code_is_echoed() {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ] {
+        let mut conn = server();
+        let mut src = client_frame(true, OpCode::CLOSE, &close_payload_bytes(code, b""));
+        assert_eq!(
+            conn.decode(&mut src),
+            Ok(Some(Message::close(CloseCode(code), ""))),
+            "code {code}"
+        );
+        let mut out = BytesMut::new();
+        conn.write_pending(&mut out);
+        let expected = code.to_be_bytes();
+        assert_eq!(
+            &out[..],
+            &[0x88, 0x02, expected[0], expected[1]][..],
+            "code {code}"
+        );
+    }
+}
+
+#[test]
+fn close_with_invalid_reason_fails_with_1007() {
+    let frame = client_frame(
+        true,
+        OpCode::CLOSE,
+        &close_payload_bytes(1000, b"\xce\xba\xe1\xbd"),
+    );
+    assert_server_fault(&frame, ProtocolError::InvalidCloseReason);
+    assert_eq!(
+        ProtocolError::InvalidCloseReason.close_code(),
+        CloseCode::INVALID_PAYLOAD
+    );
+}
+
+#[test]
+fn close_interrupts_fragmented_message() {
+    let mut conn = server();
+    let mut src = client_frame(false, OpCode::TEXT, b"unfinished");
+    src.extend_from_slice(&client_frame(
+        true,
+        OpCode::CLOSE,
+        &close_payload_bytes(1000, b""),
+    ));
+    assert_eq!(
+        decode_all(&mut conn, &mut src),
+        Ok(vec![Message::close(CloseCode::NORMAL, "")])
+    );
+    assert_eq!(conn.buffered(), 0);
+    assert_eq!(conn.message.capacity(), 0);
+}
+
+#[test]
+fn bytes_after_peer_close_are_discarded() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::CLOSE, b"");
+    src.extend_from_slice(&client_frame(true, OpCode::TEXT, b"after"));
+    src.extend_from_slice(&[0xFF, 0xFF]);
+    assert_eq!(
+        decode_all(&mut conn, &mut src),
+        Ok(vec![Message::Close(None)])
+    );
+    assert!(src.is_empty());
+}
+
+#[test]
+fn encode_rejects_data_after_close_sent() {
+    let mut conn = server();
+    let mut out = BytesMut::new();
+    conn.encode(Message::close(CloseCode::GOING_AWAY, "restart"), &mut out)
+        .unwrap();
+    assert_eq!(conn.state(), State::CloseSent);
+    let written = out.len();
+    for message in [
+        Message::text("late"),
+        Message::binary(&b"late"[..]),
+        Message::Ping(Bytes::new()),
+        Message::Pong(Bytes::new()),
+        Message::Close(None),
+    ] {
+        assert_eq!(conn.encode(message, &mut out), Err(SendError::Closed));
+    }
+    assert_eq!(out.len(), written, "nothing written after close");
+}
+
+#[test]
+fn encode_rejects_data_after_close_received() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::CLOSE, &close_payload_bytes(1000, b""));
+    conn.decode(&mut src).unwrap();
+    let mut out = BytesMut::new();
+    assert_eq!(
+        conn.encode(Message::text("late"), &mut out),
+        Err(SendError::Closed)
+    );
+    assert!(out.is_empty());
+
+    // An explicit close replaces the queued automatic reply.
+    conn.encode(Message::close(CloseCode::GOING_AWAY, "bye"), &mut out)
+        .unwrap();
+    assert_eq!(conn.state(), State::Closed);
+    assert!(!conn.has_pending());
+    assert!(conn.is_closed());
+    assert_eq!(&out[..4], &[0x88, 0x05, 0x03, 0xE9]);
+}
+
+#[test]
+fn close_handshake_started_locally() {
+    let mut conn = server();
+    let mut out = BytesMut::new();
+    conn.encode(Message::close(CloseCode::NORMAL, ""), &mut out)
+        .unwrap();
+    assert_eq!(conn.state(), State::CloseSent);
+    assert!(!conn.is_closed());
+
+    // Data the peer sent before it saw the close is still delivered.
+    let mut src = client_frame(true, OpCode::TEXT, b"in flight");
+    assert_eq!(conn.decode(&mut src), Ok(Some(Message::text("in flight"))));
+
+    // A ping after our close gets no pong.
+    let mut src = client_frame(true, OpCode::PING, b"");
+    conn.decode(&mut src).unwrap();
+    assert!(!conn.has_pending());
+
+    let mut src = client_frame(true, OpCode::CLOSE, &close_payload_bytes(1000, b""));
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::close(CloseCode::NORMAL, "")))
+    );
+    assert_eq!(conn.state(), State::Closed);
+    assert!(!conn.has_pending(), "no second close");
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn fault_after_close_sent_queues_no_second_close() {
+    let mut conn = server();
+    let mut out = BytesMut::new();
+    conn.encode(Message::Close(None), &mut out).unwrap();
+    let mut src = raw_frame(0x81, b"unmasked", false);
+    assert_eq!(
+        conn.decode(&mut src),
+        Err(ProtocolError::UnmaskedClientFrame)
+    );
+    assert!(!conn.has_pending());
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn encode_after_fault_is_rejected() {
+    let mut conn = server();
+    let mut src = raw_frame(0x81, b"unmasked", false);
+    conn.decode(&mut src).unwrap_err();
+    let mut out = BytesMut::new();
+    assert_eq!(
+        conn.encode(Message::text("x"), &mut out),
+        Err(SendError::Closed)
+    );
+    assert_eq!(
+        conn.encode(Message::close(CloseCode::NORMAL, ""), &mut out),
+        Err(SendError::Closed)
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn pongs_go_out_before_local_close() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::PING, b"p");
+    conn.decode(&mut src).unwrap();
+    let mut out = BytesMut::new();
+    conn.encode(Message::Close(None), &mut out).unwrap();
+    assert_eq!(&out[..], &[0x8A, 0x01, b'p', 0x88, 0x00][..]);
+    assert!(!conn.has_pending());
+}
+
+#[test]
+fn invalid_utf8_fails_before_frame_ends() {
+    let mut conn = server();
+    let mut payload = b"valid so far ".to_vec();
+    payload.push(0xFF);
+    payload.extend_from_slice(&[b'x'; 100]);
+    let frame = client_frame(true, OpCode::TEXT, &payload);
+    // Deliver the header and payload up to and including the invalid byte.
+    let invalid_at = 6 + 13 + 1;
+    let mut src = BytesMut::from(&frame[..invalid_at]);
+    assert_eq!(conn.decode(&mut src), Err(ProtocolError::InvalidUtf8));
+    assert_eq!(
+        ProtocolError::InvalidUtf8.close_code(),
+        CloseCode::INVALID_PAYLOAD
+    );
+}
+
+#[test]
+fn invalid_utf8_in_later_fragment_fails() {
+    let mut src = client_frame(false, OpCode::TEXT, "κόσμε".as_bytes());
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, b"\xed\xa0\x80"));
+    assert_server_fault(&src, ProtocolError::InvalidUtf8);
+}
+
+#[test]
+fn utf8_split_across_fragments_is_valid() {
+    let mut conn = server();
+    // U+20AC (euro sign) is E2 82 AC, split over three fragments.
+    let mut src = client_frame(false, OpCode::TEXT, b"a\xe2");
+    src.extend_from_slice(&client_frame(false, OpCode::CONTINUATION, b"\x82"));
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, b"\xacb"));
+    assert_eq!(
+        decode_all(&mut conn, &mut src),
+        Ok(vec![Message::text("a€b")])
+    );
+}
+
+#[test]
+fn utf8_split_across_reads_is_valid() {
+    let mut conn = server();
+    let text = "ÿ€𝄞 mixed widths 日本語";
+    let frame = client_frame(true, OpCode::TEXT, text.as_bytes());
+    let mut src = BytesMut::new();
+    let mut messages = Vec::new();
+    for byte in frame.iter() {
+        src.extend_from_slice(&[*byte]);
+        if let Some(message) = conn.decode(&mut src).unwrap() {
+            messages.push(message);
+        }
+        assert!(src.len() <= FrameHeader::MAX_LEN, "payload left in src");
+    }
+    assert_eq!(messages, vec![Message::text(text)]);
+}
+
+#[test]
+fn truncated_utf8_at_message_end_fails() {
+    let frame = client_frame(true, OpCode::TEXT, b"abc\xe2\x82");
+    assert_server_fault(&frame, ProtocolError::InvalidUtf8);
+
+    let mut src = client_frame(false, OpCode::TEXT, b"abc\xe2\x82");
+    src.extend_from_slice(&client_frame(true, OpCode::CONTINUATION, b""));
+    assert_server_fault(&src, ProtocolError::InvalidUtf8);
+}
+
+#[test]
+fn binary_is_not_checked_for_utf8() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::BINARY, b"\xff\xfe");
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::binary(&b"\xff\xfe"[..])))
+    );
+}
+
+#[test]
+fn partial_payload_leaves_src() {
+    let mut conn = server();
+    let frame = client_frame(true, OpCode::BINARY, &[9u8; 1000]);
+    let mut src = BytesMut::from(&frame[..508]);
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    assert!(src.is_empty());
+    assert_eq!(conn.buffered(), 500);
+    src.extend_from_slice(&frame[508..]);
+    assert_eq!(
+        conn.decode(&mut src),
+        Ok(Some(Message::binary(vec![9u8; 1000])))
+    );
+}
+
+#[test]
+fn idle_connection_holds_no_buffer() {
+    let mut conn = server();
+    let mut src = client_frame(true, OpCode::TEXT, &[b'a'; 5000]);
+    conn.decode(&mut src).unwrap().unwrap();
+    assert_eq!(conn.buffered(), 0);
+    assert_eq!(conn.message.capacity(), 0);
+    assert_eq!(conn.pending_pongs.capacity(), 0);
+}
+
+#[test]
+fn complete_frame_allocates_exactly_once() {
+    let mut conn = server();
+    let frame = client_frame(true, OpCode::BINARY, &[1u8; 70_000]);
+    // All but the last byte: the buffer was sized for the whole frame in one step.
+    let mut src = BytesMut::from(&frame[..frame.len() - 1]);
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    assert_eq!(conn.message.capacity(), 70_000);
+}
+
+#[test]
+fn streamed_frame_capacity_stays_within_frame() {
+    let mut conn = server();
+    let frame = client_frame(true, OpCode::BINARY, &[1u8; 100_000]);
+    for piece in frame[..frame.len() - 1].chunks(1400) {
+        let mut src = BytesMut::from(piece);
+        assert_eq!(conn.decode(&mut src), Ok(None));
+        assert!(conn.message.capacity() <= 100_000);
+    }
+}
+
+#[test]
+fn small_fragments_grow_buffer_geometrically() {
+    let mut conn = with_limits(Role::Server, 1 << 20, 1 << 20);
+    let mut src = client_frame(false, OpCode::BINARY, &[0u8; 64]);
+    assert_eq!(conn.decode(&mut src), Ok(None));
+    let mut reallocations = 0;
+    let mut capacity = conn.message.capacity();
+    for _ in 0..4000 {
+        let mut src = client_frame(false, OpCode::CONTINUATION, &[0u8; 64]);
+        assert_eq!(conn.decode(&mut src), Ok(None));
+        if conn.message.capacity() != capacity {
+            reallocations += 1;
+            capacity = conn.message.capacity();
+        }
+        assert!(capacity <= 1 << 20);
+    }
+    assert!(
+        reallocations <= 8,
+        "{reallocations} reallocations for 256 KB"
+    );
+    let mut src = client_frame(true, OpCode::CONTINUATION, b"");
+    let message = conn.decode(&mut src).unwrap().unwrap();
+    assert_eq!(message.len(), 64 * 4001);
+}
+
+#[test]
+fn client_encode_masks_and_server_decodes() {
+    let mut sender = client();
+    let mut out = BytesMut::new();
+    sender.encode(Message::text("masked"), &mut out).unwrap();
+    assert_eq!(out[1] & 0x80, 0x80, "MASK bit set");
+    assert_eq!(out.len(), 2 + 4 + 6);
+    let mut receiver = server();
+    assert_eq!(receiver.decode(&mut out), Ok(Some(Message::text("masked"))));
+}
+
+#[test]
+fn server_encode_is_unmasked() {
+    let mut sender = server();
+    let mut out = BytesMut::new();
+    sender
+        .encode(Message::binary(&b"abc"[..]), &mut out)
+        .unwrap();
+    assert_eq!(&out[..], &[0x82, 0x03, b'a', b'b', b'c'][..]);
+}
+
+#[test]
+fn client_uses_fresh_mask_keys() {
+    let mut sender = client();
+    let mut keys = std::collections::HashSet::new();
+    for _ in 0..16 {
+        let mut out = BytesMut::new();
+        sender.encode(Message::text("k"), &mut out).unwrap();
+        keys.insert([out[2], out[3], out[4], out[5]]);
+    }
+    assert!(keys.len() > 1, "every frame used the same key");
+}
+
+#[test]
+fn encode_validates_control_frames() {
+    let mut conn = server();
+    let mut out = BytesMut::new();
+    assert_eq!(
+        conn.encode(Message::Ping(Bytes::from(vec![0u8; 126])), &mut out),
+        Err(SendError::ControlTooLong(126))
+    );
+    assert_eq!(
+        conn.encode(Message::Pong(Bytes::from(vec![0u8; 126])), &mut out),
+        Err(SendError::ControlTooLong(126))
+    );
+    for code in [0u16, 1005, 1006, 1015, 2000, 5000] {
+        assert_eq!(
+            conn.encode(Message::close(CloseCode(code), ""), &mut out),
+            Err(SendError::InvalidCloseCode(code))
+        );
+    }
+    let long_reason = "r".repeat(124);
+    assert_eq!(
+        conn.encode(Message::close(CloseCode::NORMAL, long_reason), &mut out),
+        Err(SendError::CloseReasonTooLong(124))
+    );
+    assert!(out.is_empty());
+    assert_eq!(conn.state(), State::Open);
+
+    conn.encode(Message::Ping(Bytes::from(vec![0u8; 125])), &mut out)
+        .unwrap();
+    conn.encode(Message::close(CloseCode::NORMAL, "r".repeat(123)), &mut out)
+        .unwrap();
+}
+
+#[test]
+fn encode_fragments_long_messages() {
+    let config = Config {
+        max_send_frame_size: Some(4),
+        ..Config::default()
+    };
+    let mut sender = Connection::new(Role::Server, config);
+    let mut out = BytesMut::new();
+    sender
+        .encode(Message::text("0123456789"), &mut out)
+        .unwrap();
+    let mut offset = 0;
+    let mut frames = Vec::new();
+    while let Some((header, len)) = frame::decode_header(&out[offset..]).unwrap() {
+        frames.push((header.fin, header.opcode, header.payload_len));
+        offset += len + header.payload_len as usize;
+    }
+    assert_eq!(
+        frames,
+        vec![
+            (false, OpCode::TEXT, 4),
+            (false, OpCode::CONTINUATION, 4),
+            (true, OpCode::CONTINUATION, 2),
+        ]
+    );
+
+    // Short messages and control frames stay whole.
+    let mut out = BytesMut::new();
+    sender.encode(Message::text("0123"), &mut out).unwrap();
+    assert_eq!(out[0], 0x81);
+    let mut out = BytesMut::new();
+    sender
+        .encode(Message::Ping(Bytes::from_static(b"012345")), &mut out)
+        .unwrap();
+    assert_eq!(out[0], 0x89);
+}
+
+#[test]
+fn zero_send_frame_size_means_one_byte() {
+    let config = Config {
+        max_send_frame_size: Some(0),
+        ..Config::default()
+    };
+    let mut sender = Connection::new(Role::Server, config);
+    let mut out = BytesMut::new();
+    sender
+        .encode(Message::binary(&b"ab"[..]), &mut out)
+        .unwrap();
+    assert_eq!(&out[..], &[0x02, 0x01, b'a', 0x80, 0x01, b'b'][..]);
+}
+
+#[test]
+fn empty_messages_roundtrip() {
+    let mut sender = client();
+    let mut receiver = server();
+    let mut out = BytesMut::new();
+    sender.encode(Message::text(""), &mut out).unwrap();
+    sender
+        .encode(Message::binary(Bytes::new()), &mut out)
+        .unwrap();
+    assert_eq!(
+        decode_all(&mut receiver, &mut out),
+        Ok(vec![Message::text(""), Message::binary(Bytes::new())])
+    );
+}
+
+#[test]
+fn connection_stays_small() {
+    assert!(
+        size_of::<Connection>() <= 192,
+        "Connection is {} bytes",
+        size_of::<Connection>()
+    );
+}
+
+/// Builds a byte stream of loosely valid frames from fuzz input, so that decoding gets
+/// past the header checks and exercises assembly, UTF-8 and limits.
+fn frames_from_fuzz(parts: &[(u8, Vec<u8>, bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (first, payload, masked) in parts {
+        out.extend_from_slice(&raw_frame(*first, payload, *masked));
+    }
+    out
+}
+
+fn feed_in_chunks(conn: &mut Connection, bytes: &[u8], cuts: &[usize], max: usize) {
+    let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+    cuts.push(0);
+    cuts.push(bytes.len());
+    cuts.sort_unstable();
+    let mut src = BytesMut::new();
+    for pair in cuts.windows(2) {
+        src.extend_from_slice(&bytes[pair[0]..pair[1]]);
+        while let Ok(Some(message)) = conn.decode(&mut src) {
+            assert!(message.len() <= max);
+        }
+        assert!(conn.buffered() <= max, "buffered {}", conn.buffered());
+        assert!(
+            conn.message.capacity() <= max,
+            "capacity {}",
+            conn.message.capacity()
+        );
+        assert!(conn.pending_pongs.len() <= MAX_PENDING_PONG_BYTES);
+        let mut out = BytesMut::new();
+        conn.write_pending(&mut out);
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        server_role in any::<bool>(),
+    ) {
+        let role = if server_role { Role::Server } else { Role::Client };
+        let mut conn = with_limits(role, 64, 200);
+        feed_in_chunks(&mut conn, &bytes, &cuts, 200);
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic(
+        parts in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x80, 0x81, 0x82, 0x88, 0x89, 0x8A, 0xC1, 0x83]),
+                proptest::collection::vec(any::<u8>(), 0..100),
+                prop::bool::weighted(0.95),
+            ),
+            0..12,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let bytes = frames_from_fuzz(&parts);
+        let mut conn = with_limits(Role::Server, 64, 200);
+        feed_in_chunks(&mut conn, &bytes, &cuts, 200);
+    }
+}

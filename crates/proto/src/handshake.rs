@@ -1,0 +1,525 @@
+//! The opening handshake (RFC 6455 section 4) on top of the `http` crate's types.
+//!
+//! Server side: [`validate_request`] checks an upgrade request and returns an [`Accept`],
+//! whose [`Accept::response`] is the `101 Switching Protocols` response, or a
+//! [`HandshakeError`], whose [`HandshakeError::response`] is the error response.
+//!
+//! Client side: [`ClientRequest`] contains a random key and the offered subprotocols, builds
+//! the request headers and verifies the server's response.
+//!
+//! No extension is negotiated: the server ignores `Sec-WebSocket-Extensions` in requests,
+//! and the client rejects it in responses.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{
+    CONNECTION, CONTENT_TYPE, HOST, HeaderName, ORIGIN, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
+use rand::Rng;
+use sha1::{Digest, Sha1};
+
+/// GUID appended to the client key before hashing (RFC 6455 section 1.3).
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The only protocol version this crate speaks (RFC 6455 section 4.1).
+pub const VERSION: &str = "13";
+
+/// Computes the `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key` value: the base64
+/// encoding of the SHA-1 hash of the key followed by [`GUID`] (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key);
+    sha1.update(GUID.as_bytes());
+    BASE64.encode(sha1.finalize())
+}
+
+/// Server settings for the opening handshake.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Supported subprotocols in server preference order. The first one that the client
+    /// also offers is selected. Names are compared case-sensitively.
+    pub protocols: Vec<String>,
+    /// Policy for the request's `Origin` header.
+    pub origins: OriginPolicy,
+}
+
+/// Set of request origins that the server accepts (RFC 6455 section 10.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// Accept every origin.
+    #[default]
+    Any,
+    /// Accept only these origins, such as `https://chat.example.com`, compared with ASCII
+    /// case-insensitive equality.
+    ///
+    /// A request without an `Origin` header is accepted. Browsers always send `Origin` on
+    /// WebSocket requests, so this still rejects cross-site pages, and a client that is
+    /// not a browser can send any `Origin` it likes, so requiring the header would not
+    /// stop it.
+    AllowList(Vec<String>),
+}
+
+/// Result of a valid upgrade request, from which the `101 Switching Protocols` response
+/// is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accept {
+    /// Value of the `Sec-WebSocket-Accept` response header.
+    pub accept_key: String,
+    /// Selected subprotocol, or `None` if the client offered none that the server supports.
+    pub protocol: Option<String>,
+}
+
+impl Accept {
+    /// Builds the `101 Switching Protocols` response with the `Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Accept` and, if one was selected, `Sec-WebSocket-Protocol` headers.
+    pub fn response(&self) -> Response<()> {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        // The accept key is base64, and the protocol is a token the client sent, so both
+        // are valid header values.
+        if let Ok(value) = HeaderValue::from_str(&self.accept_key) {
+            headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+        }
+        if let Some(protocol) = &self.protocol
+            && let Ok(value) = HeaderValue::from_str(protocol)
+        {
+            headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        response
+    }
+}
+
+/// A failed opening handshake.
+///
+/// Variants up to [`HandshakeError::OriginNotAllowed`] are faults in a client's request
+/// that [`validate_request`] reports, and the rest are faults in a server's response that
+/// [`ClientRequest::verify_response`] reports.
+#[non_exhaustive]
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The request method was not GET (RFC 6455 section 4.1).
+    #[error("websocket upgrade request must use the GET method")]
+    MethodNotGet,
+    /// The request used a version below HTTP/1.1 (RFC 6455 section 4.1).
+    #[error("websocket upgrade request must use HTTP/1.1 or later")]
+    HttpVersion,
+    /// The request had no `Host` header.
+    #[error("websocket upgrade request is missing the Host header")]
+    MissingHost,
+    /// The request had more than one `Host` header (RFC 9112 section 3.2).
+    #[error("websocket upgrade request has more than one Host header")]
+    InvalidHost,
+    /// No `Upgrade` header contained the `websocket` token.
+    #[error("missing `websocket` token in the Upgrade header")]
+    MissingUpgrade,
+    /// No `Connection` header contained the `upgrade` token.
+    #[error("missing `upgrade` token in the Connection header")]
+    MissingConnectionUpgrade,
+    /// The request had no `Sec-WebSocket-Key` header.
+    #[error("websocket upgrade request is missing the Sec-WebSocket-Key header")]
+    MissingKey,
+    /// `Sec-WebSocket-Key` was repeated or was not the base64 encoding of 16 bytes.
+    #[error("Sec-WebSocket-Key must be one base64-encoded 16-byte value")]
+    InvalidKey,
+    /// The request had no `Sec-WebSocket-Version` header.
+    #[error(
+        "websocket upgrade request is missing Sec-WebSocket-Version, the supported version is 13"
+    )]
+    MissingVersion,
+    /// `Sec-WebSocket-Version` was not `13`.
+    #[error("Sec-WebSocket-Version {0:?} is not supported, the supported version is 13")]
+    UnsupportedVersion(String),
+    /// The `Origin` header was not in [`OriginPolicy::AllowList`].
+    #[error("origin {0:?} is not allowed")]
+    OriginNotAllowed(String),
+    /// The server's response status was not `101 Switching Protocols`.
+    #[error("server returned status {0}, expected 101 Switching Protocols")]
+    UnexpectedStatus(u16),
+    /// The server's response had no `Sec-WebSocket-Accept` header.
+    #[error("server response is missing the Sec-WebSocket-Accept header")]
+    MissingAccept,
+    /// `Sec-WebSocket-Accept` did not match the request key (RFC 6455 section 4.1).
+    #[error("Sec-WebSocket-Accept does not match the Sec-WebSocket-Key that was sent")]
+    AcceptMismatch,
+    /// The server selected a subprotocol that the client did not offer, or several.
+    #[error("server selected subprotocol {0:?}, which the client did not offer")]
+    UnknownProtocol(String),
+    /// The server returned `Sec-WebSocket-Extensions`, but the client offers none.
+    #[error("server selected extension {0:?}, which the client did not offer")]
+    UnexpectedExtension(String),
+    /// A value for a client request header was not valid: a host with control
+    /// characters, or a subprotocol that is not an HTTP token.
+    #[error("invalid value {0:?} for a websocket request header, expected an HTTP token or host")]
+    InvalidHeaderValue(String),
+}
+
+impl HandshakeError {
+    /// Returns the HTTP status of the response to this fault.
+    ///
+    /// - `426 Upgrade Required` for a missing or unsupported `Sec-WebSocket-Version`
+    ///   (RFC 6455 section 4.4). A missing version counts as unsupported, since the client
+    ///   did not ask for version 13.
+    /// - `403 Forbidden` for an origin that is not allowed (RFC 6455 section 4.2.2).
+    /// - `400 Bad Request` for every other request fault, a non-GET method included.
+    /// - `502 Bad Gateway` for faults in a server's response, the status a proxy reports for
+    ///   an invalid upstream response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HandshakeError::MissingVersion | HandshakeError::UnsupportedVersion(_) => {
+                StatusCode::UPGRADE_REQUIRED
+            }
+            HandshakeError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            HandshakeError::MethodNotGet
+            | HandshakeError::HttpVersion
+            | HandshakeError::MissingHost
+            | HandshakeError::InvalidHost
+            | HandshakeError::MissingUpgrade
+            | HandshakeError::MissingConnectionUpgrade
+            | HandshakeError::MissingKey
+            | HandshakeError::InvalidKey
+            | HandshakeError::InvalidHeaderValue(_) => StatusCode::BAD_REQUEST,
+            HandshakeError::UnexpectedStatus(_)
+            | HandshakeError::MissingAccept
+            | HandshakeError::AcceptMismatch
+            | HandshakeError::UnknownProtocol(_)
+            | HandshakeError::UnexpectedExtension(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Returns a short snake_case identifier of the fault, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeError::MethodNotGet => "bad_method",
+            HandshakeError::HttpVersion => "bad_http_version",
+            HandshakeError::MissingHost => "missing_host",
+            HandshakeError::InvalidHost => "invalid_host",
+            HandshakeError::MissingUpgrade => "missing_upgrade",
+            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
+            HandshakeError::MissingKey => "missing_key",
+            HandshakeError::InvalidKey => "invalid_key",
+            HandshakeError::MissingVersion => "missing_version",
+            HandshakeError::UnsupportedVersion(_) => "unsupported_version",
+            HandshakeError::OriginNotAllowed(_) => "origin_not_allowed",
+            HandshakeError::UnexpectedStatus(_) => "unexpected_status",
+            HandshakeError::MissingAccept => "missing_accept",
+            HandshakeError::AcceptMismatch => "accept_mismatch",
+            HandshakeError::UnknownProtocol(_) => "unknown_protocol",
+            HandshakeError::UnexpectedExtension(_) => "unexpected_extension",
+            HandshakeError::InvalidHeaderValue(_) => "invalid_header_value",
+        }
+    }
+
+    /// Builds the error response: [`HandshakeError::status`], a plain text body with the
+    /// error message, and `Sec-WebSocket-Version: 13` on a `426` (RFC 6455 section 4.4).
+    pub fn response(&self) -> Response<String> {
+        let mut response = Response::new(format!("{self}\n"));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.status() == StatusCode::UPGRADE_REQUIRED {
+            headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        }
+        response
+    }
+}
+
+/// Validates an HTTP upgrade request from its parts (RFC 6455 section 4.2.1) and selects
+/// a subprotocol.
+///
+/// The checks run in this order, and the first failure is returned:
+/// 1. method GET,
+/// 2. HTTP/1.1 or later,
+/// 3. exactly one `Host`,
+/// 4. an `Upgrade` header with the `websocket` token,
+/// 5. a `Connection` header with the `upgrade` token,
+/// 6. `Sec-WebSocket-Version: 13`,
+/// 7. one `Sec-WebSocket-Key` that is base64 of 16 bytes,
+/// 8. the origin policy.
+///
+/// The version is
+/// checked before the key so that a client speaking another version learns the supported
+/// one from the `426` response.
+///
+/// Token lists are matched case-insensitively, across all lines of a header and all
+/// comma-separated elements, so `Connection: keep-alive, Upgrade` is accepted.
+///
+/// The client's subprotocols are collected from every `Sec-WebSocket-Protocol` line. The
+/// first entry of [`ServerConfig::protocols`] that the client offered is selected. No
+/// match is not an error: the response then has no `Sec-WebSocket-Protocol` header.
+///
+/// # Errors
+///
+/// Returns the [`HandshakeError`] of the first failed check.
+pub fn validate_request(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    cfg: &ServerConfig,
+) -> Result<Accept, HandshakeError> {
+    if method != Method::GET {
+        return Err(HandshakeError::MethodNotGet);
+    }
+    if version < Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    match headers.get_all(HOST).iter().count() {
+        0 => return Err(HandshakeError::MissingHost),
+        1 => {}
+        _ => return Err(HandshakeError::InvalidHost),
+    }
+    if !has_token(headers, &UPGRADE, "websocket") {
+        return Err(HandshakeError::MissingUpgrade);
+    }
+    if !has_token(headers, &CONNECTION, "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    check_version(headers)?;
+    let key = request_key(headers)?;
+    check_origin(headers, &cfg.origins)?;
+
+    let protocol = select_protocol(headers, &cfg.protocols);
+    Ok(Accept {
+        accept_key: accept_key(key),
+        protocol,
+    })
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    let mut values = headers.get_all(SEC_WEBSOCKET_VERSION).iter();
+    let Some(value) = values.next() else {
+        return Err(HandshakeError::MissingVersion);
+    };
+    if values.next().is_some() {
+        let all: Vec<String> = headers
+            .get_all(SEC_WEBSOCKET_VERSION)
+            .iter()
+            .map(lossy)
+            .collect();
+        return Err(HandshakeError::UnsupportedVersion(all.join(", ")));
+    }
+    if value.as_bytes().trim_ascii() != VERSION.as_bytes() {
+        return Err(HandshakeError::UnsupportedVersion(lossy(value)));
+    }
+    Ok(())
+}
+
+/// Returns the trimmed `Sec-WebSocket-Key` after checking that it decodes to 16 bytes.
+fn request_key(headers: &HeaderMap) -> Result<&[u8], HandshakeError> {
+    let mut values = headers.get_all(SEC_WEBSOCKET_KEY).iter();
+    let Some(value) = values.next() else {
+        return Err(HandshakeError::MissingKey);
+    };
+    if values.next().is_some() {
+        return Err(HandshakeError::InvalidKey);
+    }
+    let key = value.as_bytes().trim_ascii();
+    // 16 bytes encode to 24 characters, so a longer value is rejected before decoding.
+    if key.len() != 24 {
+        return Err(HandshakeError::InvalidKey);
+    }
+    match BASE64.decode(key) {
+        Ok(decoded) if decoded.len() == 16 => Ok(key),
+        _ => Err(HandshakeError::InvalidKey),
+    }
+}
+
+fn check_origin(headers: &HeaderMap, policy: &OriginPolicy) -> Result<(), HandshakeError> {
+    let OriginPolicy::AllowList(allowed) = policy else {
+        return Ok(());
+    };
+    for origin in headers.get_all(ORIGIN) {
+        let origin = origin.as_bytes().trim_ascii();
+        let is_allowed = allowed
+            .iter()
+            .any(|candidate| candidate.as_bytes().eq_ignore_ascii_case(origin));
+        if !is_allowed {
+            return Err(HandshakeError::OriginNotAllowed(
+                String::from_utf8_lossy(origin).into_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn select_protocol(headers: &HeaderMap, supported: &[String]) -> Option<String> {
+    if supported.is_empty() {
+        return None;
+    }
+    let offered: Vec<&[u8]> = list_elements(headers, &SEC_WEBSOCKET_PROTOCOL).collect();
+    supported
+        .iter()
+        .find(|protocol| offered.contains(&protocol.as_bytes()))
+        .cloned()
+}
+
+/// Iterates the non-empty, trimmed elements of a comma-separated header, over all lines.
+fn list_elements<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|element| !element.is_empty())
+}
+
+/// Returns `true` if any element of the comma-separated header `name` equals `token`,
+/// ignoring ASCII case.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    list_elements(headers, name).any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// Returns `true` if `value` is an HTTP token (RFC 9110 section 5.6.2), the form a
+/// subprotocol name must have (RFC 6455 section 4.1).
+fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// Client side of the opening handshake: the request key and the offered subprotocols.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// `Sec-WebSocket-Key`: base64 of 16 random bytes (RFC 6455 section 4.1).
+    pub key: String,
+    /// Offered subprotocols, in client preference order.
+    pub protocols: Vec<String>,
+}
+
+impl ClientRequest {
+    /// Creates a request with a fresh random key from the thread-local CSPRNG.
+    pub fn new(protocols: Vec<String>) -> Self {
+        let nonce: [u8; 16] = rand::rng().random();
+        ClientRequest {
+            key: BASE64.encode(nonce),
+            protocols,
+        }
+    }
+
+    /// Builds the upgrade request headers: `Host`, `Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version` and, if any protocol is offered,
+    /// `Sec-WebSocket-Protocol`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `host` is not a valid header value or a protocol is not an HTTP token.
+    /// [`ClientRequest::try_headers`] returns an error instead.
+    pub fn headers(&self, host: &str) -> HeaderMap {
+        match self.try_headers(host) {
+            Ok(headers) => headers,
+            Err(err) => panic!("cannot build websocket request headers: {err}"),
+        }
+    }
+
+    /// Builds the same headers as [`ClientRequest::headers`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HandshakeError::InvalidHeaderValue`] if `host` is not a valid header
+    /// value or a protocol is not an HTTP token.
+    pub fn try_headers(&self, host: &str) -> Result<HeaderMap, HandshakeError> {
+        let invalid = |value: &str| HandshakeError::InvalidHeaderValue(value.to_owned());
+        let mut headers = HeaderMap::with_capacity(6);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(host).map_err(|_| invalid(host))?,
+        );
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_str(&self.key).map_err(|_| invalid(&self.key))?,
+        );
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        if !self.protocols.is_empty() {
+            if let Some(bad) = self.protocols.iter().find(|protocol| !is_token(protocol)) {
+                return Err(invalid(bad));
+            }
+            let joined = self.protocols.join(", ");
+            headers.insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(&joined).map_err(|_| invalid(&joined))?,
+            );
+        }
+        Ok(headers)
+    }
+
+    /// Returns the `Sec-WebSocket-Accept` value the server must send for this key.
+    pub fn expected_accept(&self) -> String {
+        accept_key(self.key.as_bytes())
+    }
+
+    /// Verifies the server's response (RFC 6455 section 4.1) and returns the selected
+    /// subprotocol.
+    ///
+    /// Checks status 101, the `Upgrade: websocket` and `Connection: upgrade` tokens, the
+    /// `Sec-WebSocket-Accept` value, that a selected subprotocol is a single one the
+    /// client offered, and that no `Sec-WebSocket-Extensions` header is present, because
+    /// the client offers no extension.
+    ///
+    /// # Errors
+    ///
+    /// Returns the [`HandshakeError`] of the first failed check.
+    pub fn verify_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, HandshakeError> {
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(HandshakeError::UnexpectedStatus(status.as_u16()));
+        }
+        if !has_token(headers, &UPGRADE, "websocket") {
+            return Err(HandshakeError::MissingUpgrade);
+        }
+        if !has_token(headers, &CONNECTION, "upgrade") {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        let mut accepts = headers.get_all(SEC_WEBSOCKET_ACCEPT).iter();
+        let Some(accept) = accepts.next() else {
+            return Err(HandshakeError::MissingAccept);
+        };
+        if accepts.next().is_some()
+            || accept.as_bytes().trim_ascii() != self.expected_accept().as_bytes()
+        {
+            return Err(HandshakeError::AcceptMismatch);
+        }
+        if let Some(extension) = list_elements(headers, &SEC_WEBSOCKET_EXTENSIONS).next() {
+            return Err(HandshakeError::UnexpectedExtension(
+                String::from_utf8_lossy(extension).into_owned(),
+            ));
+        }
+
+        let mut selected = list_elements(headers, &SEC_WEBSOCKET_PROTOCOL);
+        let Some(protocol) = selected.next() else {
+            return Ok(None);
+        };
+        let protocol = String::from_utf8_lossy(protocol).into_owned();
+        if let Some(second) = selected.next() {
+            let both = format!("{protocol}, {}", String::from_utf8_lossy(second));
+            return Err(HandshakeError::UnknownProtocol(both));
+        }
+        if !self.protocols.contains(&protocol) {
+            return Err(HandshakeError::UnknownProtocol(protocol));
+        }
+        Ok(Some(protocol))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Client side: open a WebSocket connection to a `ws://` URL.
+
+use std::fmt::Write as _;
+
+use bytes::BytesMut;
+use http::header::{
+    CONNECTION, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version};
+use pylon_proto::Role;
+use pylon_proto::handshake::ClientRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{Config, Error, WebSocket};
+
+/// Maximum size of the server's response head (status line and headers), in bytes.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Maximum number of headers in the server's response.
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+/// Headers that the handshake sets itself and that `ClientConfig::headers` may not set.
+const RESERVED_HEADERS: [HeaderName; 8] = [
+    HOST,
+    UPGRADE,
+    CONNECTION,
+    SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION,
+    SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_ACCEPT,
+];
+
+/// Settings of a client connection.
+#[derive(Clone, Debug, Default)]
+pub struct ClientConfig {
+    /// Settings of the connection once it is open. `ws.handshake_timeout` bounds the whole
+    /// of [`connect`].
+    pub ws: Config,
+    /// Subprotocols to offer, in preference order. Empty by default.
+    pub protocols: Vec<String>,
+    /// Extra request headers, such as `Origin`, `Authorization` or `Cookie`. The headers
+    /// of the handshake itself (`Host`, `Upgrade`, `Connection` and `Sec-WebSocket-*`) are
+    /// rejected. Empty by default.
+    pub headers: HeaderMap,
+}
+
+/// Opens a WebSocket connection to a `ws://host[:port]/path?query` URL.
+///
+/// Connects over TCP (port 80 unless the URL names one), sends the HTTP/1.1 upgrade
+/// request and verifies the response, all within `cfg.ws.handshake_timeout`. Bytes that
+/// arrive right after the response head are kept for the WebSocket. IPv6 literal hosts
+/// are written in brackets, as in `ws://[::1]:8080/`.
+///
+/// Returns the WebSocket and the server's response (status and headers), from which the
+/// agreed subprotocol is also available as [`WebSocket::protocol`].
+///
+/// # Errors
+///
+/// - [`Error::Url`] for a URL that is not `ws://` with a host. `wss://` is rejected
+///   because TLS is not supported yet.
+/// - [`Error::ReservedHeader`] for a handshake header in `cfg.headers`.
+/// - [`Error::Io`] if connecting, writing or reading fails.
+/// - [`Error::InvalidResponse`] for a response head that is malformed, larger than
+///   16 KiB, or cut off by the server closing the connection.
+/// - [`Error::Handshake`] if the response does not accept the upgrade.
+/// - [`Error::HandshakeTimeout`] if all of this takes longer than the handshake timeout.
+pub async fn connect(
+    url: &str,
+    cfg: ClientConfig,
+) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
+    let target = Target::parse(url)?;
+    if let Some(name) = cfg
+        .headers
+        .keys()
+        .find(|name| RESERVED_HEADERS.contains(name))
+    {
+        return Err(Error::ReservedHeader(name.clone()));
+    }
+
+    let timeout = cfg.ws.handshake_timeout;
+    match tokio::time::timeout(timeout, handshake(&target, cfg)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::debug!(url, ?timeout, "websocket handshake timed out");
+            Err(Error::HandshakeTimeout)
+        }
+    }
+}
+
+/// The parts of a `ws://` URL that the handshake needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    /// Host to connect to, without IPv6 brackets.
+    connect_host: String,
+    port: u16,
+    /// Value of the `Host` header: the host as written in the URL, and the port if the URL
+    /// names one.
+    host_header: String,
+    /// Request target: path and query, `/` if the URL has no path.
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|err| Error::Url(format!("cannot parse {url:?}: {err}")))?;
+        match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("ws") => {}
+            Some(scheme) if scheme.eq_ignore_ascii_case("wss") => {
+                return Err(Error::Url(format!(
+                    "{url:?} uses wss://, but TLS is not supported yet; use a ws:// URL, \
+                     for example behind a TLS-terminating proxy"
+                )));
+            }
+            Some(scheme) => {
+                return Err(Error::Url(format!(
+                    "{url:?} has scheme {scheme:?}, expected ws://host[:port]/path"
+                )));
+            }
+            None => {
+                return Err(Error::Url(format!(
+                    "{url:?} has no scheme, expected ws://host[:port]/path"
+                )));
+            }
+        }
+        let authority = uri.authority().ok_or_else(|| {
+            Error::Url(format!(
+                "{url:?} has no host, expected ws://host[:port]/path"
+            ))
+        })?;
+        if authority.as_str().contains('@') {
+            return Err(Error::Url(format!(
+                "{url:?} contains user information, pass credentials in ClientConfig::headers instead"
+            )));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(Error::Url(format!("{url:?} has an empty host")));
+        }
+
+        let connect_host = host
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(80);
+        let host_header = match authority.port_u16() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let path = uri
+            .path_and_query()
+            .map(|path| path.as_str())
+            .filter(|path| !path.is_empty())
+            .unwrap_or("/")
+            .to_owned();
+        Ok(Target {
+            connect_host,
+            port,
+            host_header,
+            path,
+        })
+    }
+}
+
+async fn handshake(
+    target: &Target,
+    cfg: ClientConfig,
+) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
+    let mut stream = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+
+    let request = ClientRequest::new(cfg.protocols);
+    let headers = request.try_headers(&target.host_header)?;
+    let head = encode_request_head(&target.path, &headers, &cfg.headers);
+    stream.write_all(&head).await?;
+    tracing::trace!(path = %target.path, bytes = head.len(), "sent websocket upgrade request");
+
+    let (response, already_read) = read_response_head(&mut stream).await?;
+    let protocol = request.verify_response(response.status(), response.headers())?;
+    tracing::debug!(
+        host = %target.host_header,
+        path = %target.path,
+        protocol = protocol.as_deref(),
+        "websocket connected"
+    );
+
+    let mut ws = WebSocket::from_raw(stream, Role::Client, cfg.ws, already_read.freeze());
+    ws.set_protocol(protocol);
+    Ok((ws, response))
+}
+
+/// Writes the request line and headers of the upgrade request.
+fn encode_request_head(path: &str, headers: &HeaderMap, extra: &HeaderMap) -> Vec<u8> {
+    let mut line = String::with_capacity(32 + path.len());
+    // Writing to a String cannot fail.
+    let _ = write!(line, "GET {path} HTTP/1.1\r\n");
+    let mut head = line.into_bytes();
+    for (name, value) in headers.iter().chain(extra.iter()) {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Reads and parses the response head. Returns it with the bytes that followed it.
+async fn read_response_head(stream: &mut TcpStream) -> Result<(Response<()>, BytesMut), Error> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(Error::InvalidResponse(format!(
+                "response head is larger than {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        // Never read past the limit, so that the buffer stays bounded.
+        let room = MAX_RESPONSE_HEAD - buf.len();
+        buf.reserve(room.min(4096));
+        let read = (&mut *stream).take(room as u64).read_buf(&mut buf).await?;
+        if read == 0 {
+            return Err(Error::InvalidResponse(
+                "server closed the connection before the response head was complete".to_owned(),
+            ));
+        }
+
+        if let Some((response, head_len)) = parse_response_head(&buf)? {
+            let rest = buf.split_off(head_len);
+            return Ok((response, rest));
+        }
+    }
+}
+
+/// Parses a complete response head from `buf`. Returns `None` while it is incomplete.
+fn parse_response_head(buf: &[u8]) -> Result<Option<(Response<()>, usize)>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::InvalidResponse(format!(
+                "response has more than {MAX_RESPONSE_HEADERS} headers"
+            )));
+        }
+        Err(err) => {
+            return Err(Error::InvalidResponse(format!(
+                "malformed response head: {err}"
+            )));
+        }
+    };
+
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::InvalidResponse(format!("invalid status code {code}")))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    let map = response.headers_mut();
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+            Error::InvalidResponse(format!("invalid header name {:?}", header.name))
+        })?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| {
+            Error::InvalidResponse(format!("invalid value of header {:?}", header.name))
+        })?;
+        map.append(name, value);
+    }
+    Ok(Some((response, head_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_parses_host_port_and_path() {
+        let target = Target::parse("ws://127.0.0.1:9001/chat?room=lobby").unwrap();
+        assert_eq!(target.connect_host, "127.0.0.1");
+        assert_eq!(target.port, 9001);
+        assert_eq!(target.host_header, "127.0.0.1:9001");
+        assert_eq!(target.path, "/chat?room=lobby");
+    }
+
+    #[test]
+    fn target_defaults_port_and_path() {
+        let target = Target::parse("ws://localhost").unwrap();
+        assert_eq!(target.connect_host, "localhost");
+        assert_eq!(target.port, 80);
+        assert_eq!(target.host_header, "localhost");
+        assert_eq!(target.path, "/");
+    }
+
+    #[test]
+    fn target_strips_ipv6_brackets() {
+        let target = Target::parse("ws://[::1]:8080/echo").unwrap();
+        assert_eq!(target.connect_host, "::1");
+        assert_eq!(target.port, 8080);
+        assert_eq!(target.host_header, "[::1]:8080");
+        assert_eq!(target.path, "/echo");
+    }
+
+    #[test]
+    fn target_rejects_wss_with_tls_hint() {
+        let err = Target::parse("wss://example.com/").unwrap_err();
+        assert!(
+            err.to_string().contains("TLS is not supported yet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn target_rejects_other_urls() {
+        for url in [
+            "http://127.0.0.1/",
+            "127.0.0.1:80",
+            "/path",
+            "ws://user:pw@127.0.0.1/",
+            "not a url",
+        ] {
+            let result = Target::parse(url);
+            assert!(matches!(result, Err(Error::Url(_))), "{url}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn request_head_lists_all_headers() {
+        let request = ClientRequest::new(vec!["chat".to_owned()]);
+        let headers = request.try_headers("127.0.0.1:9001").unwrap();
+        let mut extra = HeaderMap::new();
+        extra.insert("origin", HeaderValue::from_static("http://127.0.0.1"));
+        let head = String::from_utf8(encode_request_head("/ws", &headers, &extra)).unwrap();
+        assert!(head.starts_with("GET /ws HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("host: 127.0.0.1:9001\r\n"), "{head}");
+        assert!(head.contains("sec-websocket-protocol: chat\r\n"), "{head}");
+        assert!(head.contains("origin: http://127.0.0.1\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+    }
+
+    #[test]
+    fn response_head_parses_and_reports_length() {
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00";
+        let (response, len) = parse_response_head(raw).unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(response.headers()["upgrade"], "websocket");
+        assert_eq!(len, raw.len() - 2);
+        assert!(parse_response_head(b"HTTP/1.1 101 Swi").unwrap().is_none());
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 abc\r\n\r\n"),
+            Err(Error::InvalidResponse(_))
+        ));
+    }
+}

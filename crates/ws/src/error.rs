@@ -1,0 +1,99 @@
+//! Errors of the WebSocket I/O layer.
+
+use pylon_proto::{HandshakeError, Message, ProtocolError, SendError};
+
+/// An error from a [`crate::WebSocket`], the server upgrade or the client connect.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading from or writing to the transport failed.
+    #[error("websocket transport i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the WebSocket protocol. A close frame with
+    /// [`ProtocolError::close_code`] was sent to the peer before this was returned.
+    #[error("peer violated the websocket protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The HTTP upgrade handshake failed.
+    #[error("websocket handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// A message could not be encoded, for example after a close frame was sent.
+    #[error("cannot send websocket message: {0}")]
+    Send(#[from] SendError),
+    /// The peer sent nothing within the pong timeout after a keep-alive ping, so the
+    /// transport was shut down.
+    #[error(
+        "peer sent nothing within the pong timeout after a ping, the connection was dropped \
+         (raise Config::pong_timeout if the peer is slow rather than dead)"
+    )]
+    PongTimeout,
+    /// No text or binary message moved in either direction within the idle timeout, so a
+    /// close frame with 1001 was sent.
+    #[error(
+        "no message was sent or received within the idle timeout, the connection is closing \
+         (raise or unset Config::idle_timeout to keep quiet connections)"
+    )]
+    IdleTimeout,
+    /// The HTTP upgrade handshake did not finish within `Config::handshake_timeout`.
+    #[error(
+        "websocket handshake did not finish within the handshake timeout \
+         (check that the server is reachable or raise Config::handshake_timeout)"
+    )]
+    HandshakeTimeout,
+    /// A close frame was sent but the peer did not answer with its own close frame within
+    /// `Config::close_timeout`, so the transport was dropped.
+    #[error(
+        "peer did not answer the close frame within the close timeout, the transport was dropped"
+    )]
+    CloseTimeout,
+    /// The peer closed the transport without a close frame (reported to applications as
+    /// close code 1006, abnormal closure).
+    #[error("peer closed the transport without a close frame (abnormal closure, 1006)")]
+    AbnormalClosure,
+    /// The connection is already closed, so nothing can be sent or received.
+    #[error("websocket connection is closed")]
+    ConnectionClosed,
+    /// The URL passed to [`crate::client::connect`] is not usable.
+    #[error("invalid websocket url: {0}")]
+    Url(String),
+    /// The server's HTTP response head could not be read.
+    #[error("invalid http response to the websocket upgrade: {0}")]
+    InvalidResponse(String),
+    /// A header in `ClientConfig::headers` is one that the handshake sets itself.
+    #[error(
+        "header {0} is set by the websocket handshake, remove it from ClientConfig::headers \
+         (use ClientConfig::protocols for subprotocols)"
+    )]
+    ReservedHeader(http::HeaderName),
+    /// hyper failed to hand over the upgraded connection.
+    #[error("http upgrade failed: {0}")]
+    Upgrade(#[source] hyper::Error),
+    /// The upgraded connection is not a `TcpStream` wrapped in
+    /// `hyper_util::rt::TokioIo`, so the raw stream could not be recovered.
+    #[error(
+        "upgraded connection is not a tokio TcpStream, serve the connection with \
+         pylon_ws::server::serve_connection"
+    )]
+    UnsupportedTransport,
+}
+
+/// An error from [`crate::Sender::try_send`]. Each variant returns the message that was not
+/// queued.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The outbound queue was full and the [`crate::FullPolicy`] was applied: the message
+    /// was discarded (`Drop`) or the connection is now closing (`Close`).
+    #[error("outbound websocket queue is full, the message was not queued")]
+    Full(Message),
+    /// The connection is closing or closed, or the [`crate::WebSocket`] was dropped.
+    #[error("websocket connection is closed, the message was not queued")]
+    Closed(Message),
+}
+
+impl TrySendError {
+    /// Returns the message that was not queued.
+    pub fn into_message(self) -> Message {
+        match self {
+            TrySendError::Full(message) | TrySendError::Closed(message) => message,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Async WebSocket connections for Pylon on tokio, with a hyper 1.x server integration.
+//!
+//! The protocol itself (framing, masking, UTF-8 checks, the close handshake) lives in the
+//! sans-I/O crate [`pylon_proto`]. This crate adds the I/O around it:
+//!
+//! - [`WebSocket`] drives a [`pylon_proto::Connection`] over any
+//!   `AsyncRead + AsyncWrite + Unpin` stream: reading and decoding, keep-alive pings,
+//!   timeouts, and coalesced writes. It implements `Stream` and `Sink<Message>`.
+//! - [`Sender`] is a cloneable handle to a bounded outbound queue, for writing to a
+//!   connection from other tasks, with a [`FullPolicy`] for slow peers.
+//! - [`server`] accepts upgrades in a hyper HTTP/1.1 server.
+//! - [`client`] connects to `ws://` URLs.
+//!
+//! ```no_run
+//! use pylon_ws::client::{self, ClientConfig};
+//! use pylon_ws::{CloseCode, Message};
+//!
+//! # async fn run() -> Result<(), pylon_ws::Error> {
+//! let (mut ws, _response) = client::connect("ws://127.0.0.1:8080/ws/echo", ClientConfig::default()).await?;
+//! ws.send(Message::text("hello")).await?;
+//! if let Some(reply) = ws.recv().await {
+//!     println!("{:?}", reply?);
+//! }
+//! ws.close(CloseCode::NORMAL, "done").await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+mod config;
+mod error;
+mod outbound;
+pub mod server;
+mod socket;
+
+pub use config::{Config, FullPolicy};
+pub use error::{Error, TrySendError};
+pub use outbound::Sender;
+pub use pylon_proto::{
+    CloseCode, CloseFrame, HandshakeError, Message, ProtocolError, Role, SendError, State,
+    Utf8Bytes,
+};
+pub use socket::WebSocket;

@@ -1,0 +1,325 @@
+//! [`WebSocket`]: one established WebSocket connection over an async byte stream.
+
+mod driver;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FusedStream;
+use futures_util::{Sink, Stream};
+use pylon_proto::{CloseCode, CloseFrame, Connection, Message, Role, State};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+
+use crate::outbound::Outbound;
+use crate::{Config, Error, FullPolicy, Sender};
+
+/// Once the write buffer holds this many bytes, `recv` stops moving messages from the
+/// outbound queue into it and the `Sink` waits for the transport before accepting more.
+const WRITE_BUF_HIGH_WATER: usize = 64 * 1024;
+
+/// A write buffer with at most this capacity is kept after it was written out, so that
+/// pings, pongs and short messages reuse it. A larger one is released.
+const WRITE_BUF_RETAIN: usize = 256;
+
+/// A WebSocket connection after the handshake, over any async byte stream.
+///
+/// The connection makes progress only while it is polled: [`WebSocket::recv`] (or the
+/// `Stream` implementation) reads and decodes frames, writes automatic pongs and close
+/// replies, sends keep-alive pings, enforces the timeouts of [`Config`] and writes the
+/// messages queued through [`WebSocket::sender`]. Keep a task polling `recv` for the life of
+/// the connection, for example in a `tokio::select!` loop next to other work.
+///
+/// Received pings and pongs are returned by `recv` as well; the automatic pong has already
+/// been queued when a ping is returned. A received close frame is returned as
+/// [`Message::Close`], and after the close handshake `recv` returns `None`.
+///
+/// An idle connection holds no read buffer, and its write buffer is released once written
+/// unless it is at most 256 bytes. The keep-alive timer is a boxed `tokio::time::Sleep`
+/// that is allocated the first time a timeout or ping interval needs it.
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    /// Received bytes that `decode` has not consumed. Unallocated while empty between
+    /// messages.
+    read_buf: BytesMut,
+    /// Encoded frames waiting to be written.
+    write_buf: BytesMut,
+    /// Outbound queue, created by the first call to [`WebSocket::sender`].
+    outbound: Option<Arc<Outbound>>,
+    /// One timer, armed for the earliest deadline of the ping interval, pong timeout, idle
+    /// timeout and close timeout.
+    timer: Option<Pin<Box<Sleep>>>,
+    timing: Timing,
+    /// Subprotocol agreed in the handshake.
+    protocol: Option<Box<str>>,
+    /// When bytes last arrived from the peer.
+    last_received: Instant,
+    /// When a text or binary message last moved in either direction.
+    last_data: Instant,
+    /// When the unanswered keep-alive ping was sent.
+    ping_sent: Option<Instant>,
+    /// When a close frame was first sent or received, or the connection failed.
+    closing_since: Option<Instant>,
+    /// Bytes were written since the last flush of the transport.
+    flush_needed: bool,
+    /// The connection ended; `recv` returns `None`.
+    done: bool,
+}
+
+/// The parts of [`Config`] that the I/O layer reads after construction.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    close_timeout: Duration,
+    outbound_capacity: usize,
+    full_policy: FullPolicy,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a stream on which the WebSocket handshake has completed.
+    ///
+    /// `already_read` contains bytes that were read from `io` after the handshake, such as
+    /// frames that arrived in the same packet as the HTTP head. They are decoded before
+    /// anything new is read.
+    pub fn from_raw(io: S, role: Role, config: Config, already_read: Bytes) -> Self {
+        let now = Instant::now();
+        WebSocket {
+            io,
+            conn: Connection::new(role, config.proto),
+            read_buf: BytesMut::from(already_read),
+            write_buf: BytesMut::new(),
+            outbound: None,
+            timer: None,
+            timing: Timing {
+                ping_interval: config.ping_interval,
+                pong_timeout: config.pong_timeout,
+                idle_timeout: config.idle_timeout,
+                close_timeout: config.close_timeout,
+                outbound_capacity: config.outbound_capacity,
+                full_policy: config.full_policy,
+            },
+            protocol: None,
+            last_received: now,
+            last_data: now,
+            ping_sent: None,
+            closing_since: None,
+            flush_needed: false,
+            done: false,
+        }
+    }
+
+    /// Receives the next message, driving the connection while waiting.
+    ///
+    /// Returns `None` once the connection has ended: after the close handshake, after a
+    /// returned error that ended it, or when the peer closed the transport after a close
+    /// frame. An `Err` ends the connection except [`Error::IdleTimeout`], after which the
+    /// close handshake continues on later calls.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: every byte read is kept in the connection, and a
+    /// message is only taken out of it in the poll that returns it. Use it in
+    /// `tokio::select!` freely.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Sends one message and waits until it is written to the transport.
+    ///
+    /// Automatic frames that wait in the connection (pongs, close replies) are written
+    /// first. Messages queued through a [`Sender`] are written by `recv`, not here.
+    ///
+    /// If the future is dropped before it completes, the message is either not encoded at
+    /// all or fully encoded, and in the latter case a later `send`, `recv` or flush writes
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] once the connection has ended, [`Error::Send`] if the
+    /// message cannot be sent (after a close frame, or an invalid close code or a control
+    /// payload above 125 bytes), and [`Error::Io`] if the write fails.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        if self.done {
+            return Err(Error::ConnectionClosed);
+        }
+        self.encode_message(message)?;
+        poll_fn(|cx| self.poll_flush_writes(cx)).await
+    }
+
+    /// Closes the connection: sends a close frame with `code` and `reason`, waits for the
+    /// peer's close frame and ends the transport, all within `Config::close_timeout`.
+    ///
+    /// Messages that arrive before the peer's close frame are discarded. To read them,
+    /// send [`Message::Close`] with [`WebSocket::send`] instead and keep calling `recv`
+    /// until it returns `None`. If the peer already sent its close frame, this sends the
+    /// reply and finishes the close handshake, ignoring `code` and `reason`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for a code that may not be sent or a reason above 123 bytes,
+    /// [`Error::CloseTimeout`] if the peer does not answer in time, and any error `recv`
+    /// reports while the handshake finishes.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.done {
+            return Ok(());
+        }
+        if self.conn.state() == State::Open && !self.conn.is_failed() {
+            let frame = CloseFrame::new(code, reason.to_owned());
+            self.encode_message(Message::Close(Some(frame)))?;
+        }
+        poll_fn(|cx| self.poll_flush_writes(cx)).await?;
+
+        while let Some(item) = self.recv().await {
+            let message = item?;
+            tracing::trace!(
+                len = message.len(),
+                "discarding message received while closing"
+            );
+        }
+        Ok(())
+    }
+
+    /// Returns a handle that queues messages for this connection from other tasks.
+    ///
+    /// The queue is created on the first call, with `Config::outbound_capacity` and
+    /// `Config::full_policy`, so a connection that never asks for a sender pays nothing
+    /// for it. `recv` writes the queued messages, so it must keep being polled.
+    pub fn sender(&mut self) -> Sender {
+        let timing = self.timing;
+        let shared = self.outbound.get_or_insert_with(|| {
+            Arc::new(Outbound::new(timing.outbound_capacity, timing.full_policy))
+        });
+        if self.done || self.closing_since.is_some() {
+            shared.shut();
+        }
+        Sender::new(Arc::clone(shared))
+    }
+}
+
+impl<S> WebSocket<S> {
+    /// Returns the subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Returns the role of this endpoint.
+    pub fn role(&self) -> Role {
+        self.conn.role()
+    }
+
+    /// Returns the progress of the close handshake.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// Returns a reference to the underlying stream, for example to read the peer address.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Returns the number of bytes this connection holds in its read, write and message
+    /// buffers (by length, not capacity). It is 0 for an idle connection.
+    pub fn buffered_len(&self) -> usize {
+        self.read_buf.len() + self.write_buf.len() + self.conn.buffered()
+    }
+
+    pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
+        self.protocol = protocol.map(String::into_boxed_str);
+    }
+}
+
+impl<S> Drop for WebSocket<S> {
+    fn drop(&mut self) {
+        if let Some(outbound) = &self.outbound {
+            outbound.shut();
+        }
+    }
+}
+
+impl<S> fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.conn.role())
+            .field("state", &self.conn.state())
+            .field("protocol", &self.protocol)
+            .field("read_buffered", &self.read_buf.len())
+            .field("write_buffered", &self.write_buf.len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S> FusedStream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+/// Sends messages as the `Sink` protocol asks: `poll_ready` waits while more than 64 KiB
+/// are unwritten, `start_send` encodes, `poll_flush` writes and flushes the transport, and
+/// `poll_close` sends a close frame with 1000 (normal) if none was sent and flushes. Closing
+/// the sink does not wait for the peer's close frame: keep polling the `Stream` half for
+/// that.
+impl<S> Sink<Message> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(Error::ConnectionClosed));
+        }
+        if this.write_buf.len() >= WRITE_BUF_HIGH_WATER {
+            ready!(this.poll_flush_writes(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let this = self.get_mut();
+        if this.done {
+            return Err(Error::ConnectionClosed);
+        }
+        this.encode_message(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_flush_writes(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if !this.done && this.conn.state() == State::Open && !this.conn.is_failed() {
+            let frame = CloseFrame::new(CloseCode::NORMAL, "");
+            this.encode_message(Message::Close(Some(frame)))?;
+        }
+        this.poll_flush_writes(cx)
+    }
+}

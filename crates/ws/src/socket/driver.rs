@@ -1,0 +1,464 @@
+//! The poll loop behind [`WebSocket::recv`]: reads, decoding, writes and timers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pylon_proto::{CloseCode, CloseFrame, Message, Role, SendError, State};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::{WRITE_BUF_HIGH_WATER, WRITE_BUF_RETAIN, WebSocket};
+use crate::Error;
+
+/// Size of the stack buffer used for a read while no read buffer is allocated. Received
+/// bytes are copied into a heap buffer of exactly their length, so a connection waiting for
+/// its next message holds no read buffer.
+const READ_SCRATCH: usize = 4 * 1024;
+
+/// Bytes requested per read while a read buffer is allocated, which is the case while a
+/// frame or message is partly received.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads per call of `poll_recv`. After this many, the task yields so that a peer that
+/// sends without pause cannot hold the executor thread when the transport has no
+/// cooperative budget of its own.
+const MAX_READS_PER_POLL: usize = 64;
+
+/// Times the timer may fire within one poll. A lazily armed timer fires early at most once
+/// per deadline, so two rounds suffice and the bound only guards against a clock that does
+/// not advance.
+const MAX_TIMER_ROUNDS: usize = 4;
+
+/// Close reason sent when the idle timeout expires.
+const IDLE_REASON: &str = "idle timeout";
+
+type RecvPoll = Poll<Option<Result<Message, Error>>>;
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> RecvPoll {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(outbound) = &self.outbound {
+            outbound.register(cx.waker());
+        }
+
+        let mut reads = 0;
+        loop {
+            if let Poll::Ready(item) = self.poll_timers(cx) {
+                return Poll::Ready(item);
+            }
+
+            self.fill_write_buf();
+            let write = self.poll_write_buf(cx);
+            if let Poll::Ready(Err(err)) = write {
+                return self.on_write_error(err);
+            }
+
+            if self.conn.is_closed() {
+                // The last frames must be out before the transport ends. The pending write
+                // has registered the waker.
+                if write.is_pending() {
+                    return Poll::Pending;
+                }
+                return self.poll_end_transport(cx);
+            }
+
+            if !self.read_buf.is_empty()
+                && let Some(item) = self.decode_next(cx)
+            {
+                return Poll::Ready(Some(item));
+            }
+
+            if reads == MAX_READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            reads += 1;
+            match self.poll_read_some(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return self.on_read_error(err),
+                Poll::Ready(Ok(0)) => return self.on_eof(),
+                Poll::Ready(Ok(n)) => {
+                    tracing::trace!(bytes = n, "read from transport");
+                    self.last_received = Instant::now();
+                    self.ping_sent = None;
+                }
+            }
+        }
+    }
+
+    /// Decodes the next message from the read buffer. Returns `None` when more bytes are
+    /// needed.
+    fn decode_next(&mut self, cx: &mut Context<'_>) -> Option<Result<Message, Error>> {
+        let result = self.conn.decode(&mut self.read_buf);
+        if self.read_buf.is_empty() && self.conn.buffered() == 0 {
+            self.read_buf = BytesMut::new();
+        }
+
+        let item = match result {
+            Ok(None) => return None,
+            Ok(Some(message)) => {
+                self.on_message(&message);
+                Ok(message)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    code = err.close_code().0,
+                    role = ?self.conn.role(),
+                    "peer violated the websocket protocol, failing the connection"
+                );
+                Err(Error::Protocol(err))
+            }
+        };
+
+        // Write the automatic pong, close reply or fault close right away, because the
+        // caller may stop polling after this item. A failed write shows up again on the
+        // next poll.
+        self.note_state();
+        self.fill_write_buf();
+        let _ = self.poll_write_buf(cx);
+        Some(item)
+    }
+
+    fn on_message(&mut self, message: &Message) {
+        match message {
+            Message::Text(text) => {
+                tracing::trace!(len = text.len(), "received text message");
+                self.last_data = Instant::now();
+            }
+            Message::Binary(data) => {
+                tracing::trace!(len = data.len(), "received binary message");
+                self.last_data = Instant::now();
+            }
+            Message::Ping(data) => tracing::trace!(len = data.len(), "received ping"),
+            Message::Pong(data) => tracing::trace!(len = data.len(), "received pong"),
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|frame| frame.code.0);
+                let reason = frame.as_ref().map(|frame| frame.reason.as_str());
+                tracing::debug!(?code, ?reason, "received close frame");
+            }
+        }
+    }
+
+    /// Encodes a message from the caller into the write buffer, after the automatic frames
+    /// waiting in the connection.
+    pub(super) fn encode_message(&mut self, message: Message) -> Result<(), Error> {
+        self.conn.write_pending(&mut self.write_buf);
+        let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
+        let result = self.conn.encode(message, &mut self.write_buf);
+        self.note_state();
+        result?;
+        if is_data {
+            self.last_data = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Moves automatic frames and queued messages into the write buffer.
+    fn fill_write_buf(&mut self) {
+        self.conn.write_pending(&mut self.write_buf);
+        self.note_state();
+        while self.write_buf.len() < WRITE_BUF_HIGH_WATER
+            && self.conn.state() == State::Open
+            && !self.conn.is_failed()
+        {
+            let Some(message) = self.outbound.as_ref().and_then(|outbound| outbound.pop()) else {
+                break;
+            };
+            self.encode_queued(message);
+        }
+    }
+
+    fn encode_queued(&mut self, message: Message) {
+        let is_close = matches!(message, Message::Close(_));
+        let Err(err) = self.encode_message(message) else {
+            return;
+        };
+        match err {
+            Error::Send(SendError::Closed) => {}
+            err if is_close => {
+                // A close from `Sender::close` with a code that may not be sent: close
+                // with 1011 instead so that the connection still ends.
+                tracing::warn!(error = %err, "queued close frame is invalid, closing with 1011");
+                let fallback = CloseFrame::new(CloseCode::INTERNAL_ERROR, "");
+                let _ = self.encode_message(Message::Close(Some(fallback)));
+            }
+            err => tracing::debug!(error = %err, "queued message cannot be sent, skipped"),
+        }
+    }
+
+    /// Starts the close bookkeeping the first time the connection leaves the open state:
+    /// the close timeout starts, keep-alive stops and the outbound queue is shut.
+    fn note_state(&mut self) {
+        if self.closing_since.is_some() {
+            return;
+        }
+        if self.conn.state() == State::Open && !self.conn.is_failed() {
+            return;
+        }
+        tracing::debug!(state = ?self.conn.state(), failed = self.conn.is_failed(), "websocket closing");
+        self.closing_since = Some(Instant::now());
+        self.ping_sent = None;
+        if let Some(outbound) = &self.outbound {
+            outbound.shut();
+        }
+    }
+
+    /// Writes the write buffer and flushes the transport. Used by `send` and the `Sink`.
+    pub(super) fn poll_flush_writes(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.conn.write_pending(&mut self.write_buf);
+        self.note_state();
+        ready!(self.poll_write_buf(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the whole write buffer, then flushes the transport.
+    fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.write_buf.is_empty() {
+            let allocated = self.write_buf.capacity();
+            while !self.write_buf.is_empty() {
+                let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write_buf))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                tracing::trace!(bytes = written, "wrote to transport");
+                self.write_buf.advance(written);
+                self.flush_needed = true;
+            }
+            if allocated > WRITE_BUF_RETAIN {
+                self.write_buf = BytesMut::new();
+            } else {
+                self.write_buf.clear();
+            }
+        }
+        if self.flush_needed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.flush_needed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads once from the transport. Without an allocated read buffer the bytes land in a
+    /// stack buffer first, so that waiting for data allocates nothing.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.is_empty() && self.conn.buffered() == 0 {
+            let mut scratch = [0u8; READ_SCRATCH];
+            let mut buf = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let filled = buf.filled();
+            if !filled.is_empty() {
+                self.read_buf = BytesMut::from(filled);
+            }
+            return Poll::Ready(Ok(filled.len()));
+        }
+
+        let start = self.read_buf.len();
+        self.read_buf.resize(start + READ_CHUNK, 0);
+        let mut buf = ReadBuf::new(&mut self.read_buf[start..]);
+        let result = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+        let filled = buf.filled().len();
+        self.read_buf.truncate(start + filled);
+        ready!(result)?;
+        Poll::Ready(Ok(filled))
+    }
+
+    /// Handles the end of the peer's byte stream.
+    fn on_eof(&mut self) -> RecvPoll {
+        let state = self.conn.state();
+        self.finish();
+        if state == State::Open && !self.conn.is_failed() {
+            tracing::debug!("peer closed the transport without a close frame");
+            return Poll::Ready(Some(Err(Error::AbnormalClosure)));
+        }
+        tracing::debug!(?state, "peer closed the transport while closing");
+        Poll::Ready(None)
+    }
+
+    fn on_read_error(&mut self, err: io::Error) -> RecvPoll {
+        self.finish();
+        if self.closing_since.is_some() {
+            tracing::debug!(error = %err, "read failed while closing, connection ended");
+            return Poll::Ready(None);
+        }
+        tracing::debug!(error = %err, "read from websocket transport failed");
+        Poll::Ready(Some(Err(Error::Io(err))))
+    }
+
+    fn on_write_error(&mut self, err: io::Error) -> RecvPoll {
+        self.finish();
+        if self.closing_since.is_some() {
+            tracing::debug!(error = %err, "write failed while closing, connection ended");
+            return Poll::Ready(None);
+        }
+        tracing::debug!(error = %err, "write to websocket transport failed");
+        Poll::Ready(Some(Err(Error::Io(err))))
+    }
+
+    /// Ends the transport once the close handshake completed or the connection failed. A
+    /// server, or either side after a protocol fault, shuts down its write side. A client
+    /// after a clean close waits for the server to close TCP first (RFC 6455 section
+    /// 7.1.1). Both are bounded by the close timeout.
+    fn poll_end_transport(&mut self, cx: &mut Context<'_>) -> RecvPoll {
+        if self.conn.role() == Role::Server || self.conn.is_failed() {
+            if let Err(err) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
+                tracing::debug!(error = %err, "transport shutdown failed");
+            }
+            tracing::debug!(role = ?self.conn.role(), "websocket closed, transport shut down");
+            self.finish();
+            return Poll::Ready(None);
+        }
+
+        for _ in 0..MAX_READS_PER_POLL {
+            let mut scratch = [0u8; READ_SCRATCH];
+            let mut buf = ReadBuf::new(&mut scratch);
+            let result = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf));
+            match result {
+                Ok(()) if buf.filled().is_empty() => {
+                    tracing::debug!("websocket closed, server closed the transport");
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(()) => {
+                    tracing::trace!(bytes = buf.filled().len(), "discarding bytes after close")
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "read failed after close, connection ended");
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Marks the connection as ended and releases what it holds.
+    fn finish(&mut self) {
+        self.done = true;
+        self.timer = None;
+        self.read_buf = BytesMut::new();
+        self.write_buf = BytesMut::new();
+        if let Some(outbound) = &self.outbound {
+            outbound.shut();
+        }
+    }
+
+    /// Handles expired deadlines and arms the timer for the next one. Returns `Ready` with
+    /// the item for `recv` when a deadline ends the connection or must be reported.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> RecvPoll {
+        for _ in 0..MAX_TIMER_ROUNDS {
+            if let Some(item) = self.handle_deadlines(cx) {
+                return Poll::Ready(item);
+            }
+            let Some(deadline) = self.next_deadline() else {
+                return Poll::Pending;
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            // The timer stays armed for an earlier deadline and is reset when that fires,
+            // so that each received byte does not reset it.
+            if timer.is_elapsed() || timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Acts on every deadline that has passed.
+    fn handle_deadlines(&mut self, cx: &mut Context<'_>) -> Option<Option<Result<Message, Error>>> {
+        let now = Instant::now();
+        let timing = self.timing;
+
+        if let Some(since) = self.closing_since {
+            if !is_due(since, timing.close_timeout, now) {
+                return None;
+            }
+            let waiting_for_peer = self.conn.state() == State::CloseSent && !self.conn.is_failed();
+            self.finish();
+            if waiting_for_peer {
+                tracing::debug!(timeout = ?timing.close_timeout, "peer did not answer the close frame, dropping the transport");
+                return Some(Some(Err(Error::CloseTimeout)));
+            }
+            tracing::debug!(timeout = ?timing.close_timeout, "transport did not end within the close timeout, dropping it");
+            return Some(None);
+        }
+
+        if let Some(sent) = self.ping_sent
+            && is_due(sent, timing.pong_timeout, now)
+        {
+            tracing::debug!(timeout = ?timing.pong_timeout, "no reply to ping, dropping the connection");
+            // Best effort: the peer is presumed dead, so do not wait for the shutdown.
+            let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            self.finish();
+            return Some(Some(Err(Error::PongTimeout)));
+        }
+
+        if let Some(idle) = timing.idle_timeout
+            && is_due(self.last_data, idle, now)
+        {
+            tracing::debug!(timeout = ?idle, "connection idle, closing with 1001");
+            let frame = CloseFrame::new(CloseCode::GOING_AWAY, IDLE_REASON);
+            if let Err(err) = self.encode_message(Message::Close(Some(frame))) {
+                tracing::debug!(error = %err, "cannot send idle close frame");
+            }
+            let _ = self.poll_write_buf(cx);
+            return Some(Some(Err(Error::IdleTimeout)));
+        }
+
+        if let Some(interval) = timing.ping_interval
+            && self.ping_sent.is_none()
+            && is_due(self.last_received, interval, now)
+        {
+            match self.encode_message(Message::Ping(bytes::Bytes::new())) {
+                Ok(()) => {
+                    tracing::trace!("sent keep-alive ping");
+                    self.ping_sent = Some(now);
+                }
+                Err(err) => tracing::debug!(error = %err, "cannot send keep-alive ping"),
+            }
+        }
+        None
+    }
+
+    /// Returns the earliest deadline that the timer must wake up for.
+    fn next_deadline(&self) -> Option<Instant> {
+        let timing = &self.timing;
+        if let Some(since) = self.closing_since {
+            return since.checked_add(timing.close_timeout);
+        }
+
+        let keepalive = match (self.ping_sent, timing.ping_interval) {
+            (Some(sent), _) => sent.checked_add(timing.pong_timeout),
+            (None, Some(interval)) => self.last_received.checked_add(interval),
+            (None, None) => None,
+        };
+        let idle = timing
+            .idle_timeout
+            .and_then(|idle| self.last_data.checked_add(idle));
+        match (keepalive, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Returns `true` once `timeout` has passed since `start`. A timeout too large to add to
+/// the clock never passes.
+fn is_due(start: Instant, timeout: Duration, now: Instant) -> bool {
+    start
+        .checked_add(timeout)
+        .is_some_and(|deadline| now >= deadline)
+}

@@ -1,0 +1,206 @@
+//! The server against a hand-written peer on a raw TCP socket: bad input and wire details.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    echo, frame_header, masked_frame, quick_config, raw_handshake, raw_handshake_with, read_frame,
+    read_to_end, spawn_server, unmasked_frame, within,
+};
+use pylon_ws::{Error, Message, ProtocolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CONTINUATION: u8 = 0x0;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// What the server handler saw: every item from `recv`, with errors as text, and the bytes
+/// the connection still buffered at the end.
+type Seen = (Vec<Result<Message, String>>, usize);
+
+async fn spawn_recording_server() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let addr = spawn_server(quick_config(), move |mut ws| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let mut seen = Vec::new();
+            while let Some(item) = ws.recv().await {
+                if let Err(Error::Protocol(err)) = &item {
+                    seen.push(Err(format!("protocol: {err:?}")));
+                    continue;
+                }
+                seen.push(item.map_err(|err| err.to_string()));
+            }
+            let _ = seen_tx.send((seen, ws.buffered_len()));
+        }
+    })
+    .await;
+    (addr, seen_rx)
+}
+
+#[tokio::test]
+async fn oversized_frame_rejected_from_header() {
+    let (addr, mut seen_rx) = spawn_recording_server().await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    // A binary frame that declares 4 GiB and then sends only its mask key.
+    let mut header = frame_header(true, BINARY, true, 4 * 1024 * 1024 * 1024);
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    stream.write_all(&header).await.unwrap();
+
+    let close = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(close.close_code(), Some(1009));
+    assert!(read_frame(&mut stream, &mut pending).await.is_none());
+
+    let (seen, buffered) = within("server result", seen_rx.recv()).await.unwrap();
+    let expected = ProtocolError::FrameTooLarge {
+        size: 4 * 1024 * 1024 * 1024,
+        max: 16 * 1024 * 1024,
+    };
+    assert_eq!(seen, vec![Err(format!("protocol: {expected:?}"))]);
+    assert_eq!(buffered, 0);
+}
+
+#[tokio::test]
+async fn unmasked_client_frame_closes_with_1002() {
+    let (addr, mut seen_rx) = spawn_recording_server().await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    stream
+        .write_all(&unmasked_frame(true, TEXT, b"not masked"))
+        .await
+        .unwrap();
+    let close = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(close.close_code(), Some(1002));
+    assert!(read_frame(&mut stream, &mut pending).await.is_none());
+
+    let (seen, _) = within("server result", seen_rx.recv()).await.unwrap();
+    let expected = format!("protocol: {:?}", ProtocolError::UnmaskedClientFrame);
+    assert_eq!(seen, vec![Err(expected)]);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let (addr, mut seen_rx) = spawn_recording_server().await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    stream
+        .write_all(&masked_frame(true, TEXT, b"ok \xff bad"))
+        .await
+        .unwrap();
+    let close = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(close.close_code(), Some(1007));
+    assert!(read_frame(&mut stream, &mut pending).await.is_none());
+    let (seen, _) = within("server result", seen_rx.recv()).await.unwrap();
+    assert_eq!(seen.len(), 1);
+}
+
+#[tokio::test]
+async fn peer_vanishing_is_abnormal_closure() {
+    let (addr, mut seen_rx) = spawn_recording_server().await;
+    let (stream, _) = raw_handshake(addr).await;
+    drop(stream);
+    let (seen, _) = within("server result", seen_rx.recv()).await.unwrap();
+    assert_eq!(seen, vec![Err(Error::AbnormalClosure.to_string())]);
+}
+
+#[tokio::test]
+async fn frames_in_handshake_packet_are_decoded() {
+    let addr = spawn_server(quick_config(), echo).await;
+    // The first frame goes out in the same write as the request head, so hyper reads it
+    // together with the head and must hand it over.
+    let early = masked_frame(true, TEXT, b"early");
+    let (mut stream, mut pending) = raw_handshake_with(addr, &early).await;
+    let reply = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(reply.opcode, TEXT);
+    assert_eq!(reply.payload, b"early");
+}
+
+#[tokio::test]
+async fn server_sends_fragments_and_pongs() {
+    let mut config = quick_config();
+    config.ws.proto.max_send_frame_size = Some(4);
+    let addr = spawn_server(config, echo).await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    // A ping between two fragments of the client's message: the pong comes first, then
+    // the echo of the reassembled message in fragments of at most 4 bytes.
+    let mut input = masked_frame(false, TEXT, b"hello ");
+    input.extend(masked_frame(true, PING, b"p"));
+    input.extend(masked_frame(true, CONTINUATION, b"world"));
+    stream.write_all(&input).await.unwrap();
+
+    let pong = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (PONG, &b"p"[..]));
+
+    let mut fragments = Vec::new();
+    loop {
+        let frame = read_frame(&mut stream, &mut pending).await.unwrap();
+        let fin = frame.fin;
+        fragments.push(frame);
+        if fin {
+            break;
+        }
+    }
+    assert_eq!(fragments.len(), 3);
+    assert_eq!(fragments[0].opcode, TEXT);
+    assert!(fragments[1..].iter().all(|frame| frame.opcode == CONTINUATION));
+    assert!(fragments.iter().all(|frame| frame.payload.len() <= 4));
+    let joined: Vec<u8> = fragments.into_iter().flat_map(|frame| frame.payload).collect();
+    assert_eq!(joined, b"hello world");
+}
+
+#[tokio::test]
+async fn server_closes_tcp_first() {
+    let (addr, mut seen_rx) = spawn_recording_server().await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"done");
+    stream
+        .write_all(&masked_frame(true, CLOSE, &payload))
+        .await
+        .unwrap();
+
+    let reply = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(reply.close_code(), Some(1000));
+    // The raw peer never closes its side, so end of stream here means the server closed
+    // TCP on its own after the handshake (RFC 6455 section 7.1.1).
+    let started = std::time::Instant::now();
+    let rest = read_to_end(&mut stream).await;
+    assert!(rest.is_empty(), "bytes after the close reply: {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    let (seen, _) = within("server result", seen_rx.recv()).await.unwrap();
+    assert_eq!(seen, vec![Ok(Message::close(pylon_ws::CloseCode::NORMAL, "done"))]);
+}
+
+#[tokio::test]
+async fn bad_upgrade_requests_get_http_errors() {
+    let addr = spawn_server(quick_config(), echo).await;
+    let cases = [
+        ("missing key", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400", None),
+        ("wrong version", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426", Some("sec-websocket-version: 13")),
+        ("post method", "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n", "400", None),
+    ];
+    for (name, request, status, header) in cases {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = vec![0u8; 4096];
+        let n = within(name, stream.read(&mut response)).await.unwrap();
+        let response = String::from_utf8_lossy(&response[..n]).to_lowercase();
+        assert!(
+            response.starts_with(&format!("http/1.1 {status}")),
+            "{name}: {response}"
+        );
+        if let Some(header) = header {
+            assert!(response.contains(header), "{name}: {response}");
+        }
+    }
+}

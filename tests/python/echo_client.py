@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Check Pylon's /ws/echo endpoint with the `websockets` client.
+
+Usage: echo_client.py URL, where URL is http://127.0.0.1:PORT or the full
+ws://127.0.0.1:PORT/ws/echo. Exits 0 when every check passes and 1 with the
+failed check on stderr otherwise.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
+
+from loopback import UrlError, websocket_url
+
+STEP_TIMEOUT = 10.0
+MIB = 1024 * 1024
+
+
+class CheckFailed(Exception):
+    """A check whose result differs from the expected one."""
+
+
+def describe(data: str | bytes) -> str:
+    kind = "text" if isinstance(data, str) else "binary"
+    size = len(data.encode()) if isinstance(data, str) else len(data)
+    return f"{kind} message of {size} bytes"
+
+
+async def check_echo(ws: ClientConnection, name: str, sent: str | bytes) -> None:
+    await asyncio.wait_for(ws.send(sent), STEP_TIMEOUT)
+    try:
+        received = await asyncio.wait_for(ws.recv(), STEP_TIMEOUT)
+    except TimeoutError:
+        raise CheckFailed(f"{name}: no echo within {STEP_TIMEOUT} s") from None
+    if type(received) is not type(sent):
+        raise CheckFailed(f"{name}: sent a {describe(sent)}, received a {describe(received)}")
+    if received != sent:
+        raise CheckFailed(f"{name}: echo of the {describe(sent)} differs from what was sent")
+    print(f"ok: {name} ({describe(sent)})")
+
+
+async def check_ping(ws: ClientConnection) -> None:
+    pong_waiter = await ws.ping(b"pylon-ping")
+    try:
+        latency = await asyncio.wait_for(pong_waiter, STEP_TIMEOUT)
+    except TimeoutError:
+        raise CheckFailed(f"ping: no pong within {STEP_TIMEOUT} s") from None
+    print(f"ok: ping answered by a pong in {latency * 1000:.1f} ms")
+
+
+async def check_close(ws: ClientConnection) -> None:
+    try:
+        await asyncio.wait_for(ws.close(1000, "echo checks done"), STEP_TIMEOUT)
+    except TimeoutError:
+        raise CheckFailed(f"close: handshake not finished within {STEP_TIMEOUT} s") from None
+
+    protocol = ws.protocol
+    if protocol.close_sent is None or protocol.close_sent.code != 1000:
+        raise CheckFailed(f"close: expected to have sent close code 1000, sent {protocol.close_sent}")
+    if protocol.close_rcvd is None:
+        raise CheckFailed("close: the server sent no close frame before closing TCP")
+    if protocol.close_rcvd.code != 1000:
+        raise CheckFailed(f"close: expected the server to echo code 1000, received {protocol.close_rcvd}")
+    if protocol.close_rcvd_then_sent is not False:
+        raise CheckFailed("close: expected the client's close frame to go first")
+    if ws.state is not State.CLOSED:
+        raise CheckFailed(f"close: expected state CLOSED after the handshake, found {ws.state.name}")
+    print(f"ok: close handshake completed with code {protocol.close_rcvd.code} on both sides")
+
+
+async def run(url: str) -> int:
+    # compression=None keeps frames plain: this peer checks framing, not permessage-deflate.
+    async with connect(url, compression=None, max_size=4 * MIB, open_timeout=STEP_TIMEOUT) as ws:
+        print(f"connected to {url}")
+        await check_echo(ws, "ASCII text", "hello, pylon")
+        await check_echo(ws, "multi-byte UTF-8 text", "héllo wörld, 日本語, 🚀🛰️")
+        await check_echo(ws, "binary", bytes(range(256)))
+        await check_echo(ws, "empty text", "")
+        await check_echo(ws, "empty binary", b"")
+        await check_echo(ws, "1 MiB binary", os.urandom(MIB))
+        # 4-byte characters make frame and read boundaries likely to split a code point.
+        await check_echo(ws, "1 MiB UTF-8 text", "ab🚀" * (MIB // 6))
+        await check_ping(ws)
+        await check_close(ws)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Check Pylon's WebSocket echo endpoint.")
+    parser.add_argument("url", help="server URL on loopback, e.g. http://127.0.0.1:8080")
+    args = parser.parse_args()
+
+    try:
+        url = websocket_url(args.url, "/ws/echo")
+        asyncio.run(run(url))
+    except UrlError as error:
+        print(f"echo_client: {error}", file=sys.stderr)
+        return 2
+    except CheckFailed as error:
+        print(f"echo_client: FAILED: {error}", file=sys.stderr)
+        return 1
+    except (OSError, InvalidHandshake) as error:
+        print(f"echo_client: FAILED: cannot connect to {args.url}: {error!r}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"echo_client: FAILED: timed out waiting for {args.url}", file=sys.stderr)
+        return 1
+    except ConnectionClosed as error:
+        print(f"echo_client: FAILED: connection closed early: {error}", file=sys.stderr)
+        return 1
+    print("echo_client: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
