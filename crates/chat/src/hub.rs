@@ -1,9 +1,10 @@
 //! Per-room hubs of one node.
 //!
-//! A hub holds the node's single broker subscription for a room and the room's local
+//! A hub owns the node's single broker subscription for a room and the room's local
 //! members. It puts messages into seq order, fans them out to the members, fills gaps from
-//! the store, and tracks presence. The hub is created when the first local connection joins
-//! and closed, with its subscription, when the last one leaves.
+//! the store, and tracks presence, which therefore covers this node's connections only.
+//! The hub is created when the first local connection joins and closed, with its
+//! subscription, when the last one leaves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,7 +21,8 @@ use crate::store::{Store, StoreError};
 
 /// Time a message may wait for a missing earlier seq before the hub reads the gap from the
 /// store. Concurrent sends publish out of order only for the time between their store
-/// commits and their publishes, so a gap that lasts longer points to a lost publish.
+/// commits and their publishes, so a longer gap most likely means a lost publish. Filling a
+/// gap too early costs one store read and loses nothing.
 const GAP_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Number of messages per store read when the hub fills a gap.

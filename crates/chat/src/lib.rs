@@ -7,10 +7,11 @@
 //! the session queues on its [`Outbound`]. `docs/chat-protocol.md` describes the wire
 //! protocol.
 //!
-//! Each node holds one broker subscription per room that has local connections, and fans
+//! Each node keeps one broker subscription per room that has local connections, and fans
 //! the room's messages out to them in seq order. Gaps in what the broker delivers are
-//! filled from the store, so a connection sees every message of a room from its join on,
-//! in increasing seq, without gaps or duplicates.
+//! filled from the store, so a connection receives every message of a room from its join
+//! on, in increasing seq and without duplicates. A connection can miss messages only when
+//! its [`Outbound`] drops them, and it recovers them by joining again with `since`.
 
 mod broker;
 mod config;

@@ -3,13 +3,14 @@
 /// Queue of JSON texts for one client connection.
 ///
 /// The transport implements it, for example on top of a WebSocket sender. `send_text` is
-/// called while the service holds a room lock, so it must not block. It only queues.
+/// called while the service has a room locked, so it must queue the text and return
+/// without waiting.
 pub trait Outbound: Send + Sync + 'static {
     /// Queues one JSON text for the client.
     ///
     /// An error means the client is gone, or its queue is full and the transport dropped the
     /// text. The service logs it at debug level and keeps going. A client that misses a
-    /// message sees a gap in `seq` and can recover with `join` and `since`.
+    /// message finds a gap in `seq` and can recover with `join` and `since`.
     fn send_text(&self, text: String) -> Result<(), OutboundError>;
 }
 

@@ -245,7 +245,7 @@ impl Session {
     /// last seq covered, from which live delivery continues.
     ///
     /// Reading stops at a short page or once it reaches `registered_at`, because the
-    /// member's buffer holds every message after `registered_at`.
+    /// member's buffer contains every message after `registered_at`.
     async fn send_missed(
         &mut self,
         room: &str,
@@ -285,7 +285,7 @@ impl Session {
             .config
             .history_on_join
             .min(self.inner.config.page_size());
-        // One extra message tells whether older ones exist, and gives the newest seq even
+        // One extra message shows whether older ones exist, and gives the newest seq even
         // when `count` is 0.
         let mut messages = self.inner.store.latest(room, count + 1).await?;
         let newest = messages.last().map_or(0, |message| message.seq);
@@ -396,8 +396,8 @@ impl Session {
             .publish(&room, ChatEvent::Message(message))
             .await
         {
-            // The message is stored, so the local hub reads it from the store. Other nodes
-            // read it when their next message for the room shows the gap.
+            // The message is stored, so the local hub reads it from the store.
+            // NOTE: other nodes get it only after a later message of the room reveals the gap.
             tracing::warn!(
                 conn_id = self.conn_id,
                 room,
@@ -431,7 +431,7 @@ impl Session {
         let limit = limit
             .unwrap_or(self.inner.config.history_on_join)
             .clamp(1, page);
-        // One extra message tells whether older ones exist.
+        // One extra message shows whether older ones exist.
         let fetch = limit.saturating_add(1);
         let fetched = match before {
             Some(before) => self.inner.store.before(&room, before, fetch).await,

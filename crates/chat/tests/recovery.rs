@@ -226,7 +226,7 @@ async fn failed_publish_still_reaches_local_members() {
     assert_eq!(received_seqs(&events, "lobby"), [1, 2]);
 }
 
-/// Store whose calls fail while the matching flag is set.
+/// Store whose appends, or reads other than `last_seq`, fail while the matching flag is set.
 struct FlakyStore {
     inner: SqliteStore,
     fail_append: AtomicBool,
@@ -310,7 +310,11 @@ async fn store_failures_become_internal_errors() {
     assert_eq!(error.client_id.as_deref(), Some("a1"));
     store.fail_append.store(false, Ordering::SeqCst);
     ann.send_with_id("lobby", "hi", "a1").await;
-    assert!(matches!(ann.last_event(), ServerEvent::Ack(ack) if ack.seq == 1 && !ack.duplicate));
+    let ServerEvent::Ack(ack) = ann.last_event() else {
+        panic!("retried send was not acked: {:#?}", ann.events());
+    };
+    assert_eq!(ack.seq, 1);
+    assert!(!ack.duplicate);
 
     // A join whose history read fails reports the error and leaves the room again.
     store.fail_reads.store(true, Ordering::SeqCst);
@@ -331,4 +335,154 @@ async fn store_failures_become_internal_errors() {
     bob.join("lobby", "bob").await;
     assert!(bob.session.is_joined("lobby"));
     assert_eq!(received_seqs(&bob.events(), "lobby"), [1]);
+}
+
+/// Subscription source that ends at once, like a broker connection lost right away.
+struct EndedSource;
+
+#[async_trait]
+impl pylon_chat::SubscriptionSource for EndedSource {
+    async fn recv(&mut self) -> Option<pylon_chat::Delivery> {
+        None
+    }
+}
+
+/// Broker whose first subscription ends immediately, and whose later ones work.
+struct DroppingBroker {
+    inner: MemoryBroker,
+    subscriptions: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Broker for DroppingBroker {
+    async fn publish(&self, room: &str, event: ChatEvent) -> Result<(), BrokerError> {
+        self.inner.publish(room, event).await
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<Subscription, BrokerError> {
+        if self.subscriptions.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(Subscription::new(EndedSource));
+        }
+        self.inner.subscribe(room).await
+    }
+}
+
+#[tokio::test]
+async fn ended_subscription_is_renewed() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let broker = Arc::new(DroppingBroker {
+        inner: MemoryBroker::new(),
+        subscriptions: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let service = ChatService::new(ChatConfig::default(), store, broker.clone());
+    let mut ann = Client::connect(&service, 1);
+    let mut bob = Client::connect(&service, 2);
+    ann.join("lobby", "ann").await;
+    bob.join("lobby", "bob").await;
+
+    for i in 0..3 {
+        bob.send("lobby", &format!("{i}")).await;
+    }
+    let events = ann.wait_for_seq("lobby", 3).await;
+    assert_eq!(received_seqs(&events, "lobby"), [1, 2, 3]);
+    assert_eq!(broker.subscriptions.load(Ordering::SeqCst), 2);
+}
+
+/// Store whose `latest` waits for a permit after reading, so that a test can store
+/// messages while a join is between its history read and live delivery.
+struct GatedStore {
+    inner: SqliteStore,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn append(
+        &self,
+        room: &str,
+        nick: &str,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> Result<Appended, StoreError> {
+        self.inner.append(room, nick, text, client_id).await
+    }
+
+    async fn latest(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError> {
+        let messages = self.inner.latest(room, limit).await;
+        self.gate
+            .acquire()
+            .await
+            .expect("gate semaphore stays open")
+            .forget();
+        messages
+    }
+
+    async fn since(
+        &self,
+        room: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        self.inner.since(room, after_seq, limit).await
+    }
+
+    async fn before(
+        &self,
+        room: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        self.inner.before(room, before_seq, limit).await
+    }
+
+    async fn last_seq(&self, room: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(room).await
+    }
+}
+
+/// Stores more messages during a join than the join buffer keeps (10,000), and checks
+/// that the joiner still receives all of them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_buffer_overflow_is_refilled() {
+    const FLOOD: u64 = 10_050;
+
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open_in_memory().unwrap(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let broker = Arc::new(MemoryBroker::new());
+    let service = ChatService::new(ChatConfig::default(), store.clone(), broker.clone());
+    let mut ann = Client::connect(&service, 1);
+    let out = Arc::clone(&ann.out);
+    let join = tokio::spawn(async move {
+        ann.join("lobby", "ann").await;
+        ann
+    });
+    out.wait_for("joined", |events| !events.is_empty()).await;
+
+    for i in 0..FLOOD {
+        let appended = store
+            .append("lobby", "bob", &format!("{i}"), None)
+            .await
+            .unwrap();
+        broker
+            .publish("lobby", message_event(appended))
+            .await
+            .unwrap();
+    }
+    store.gate.add_permits(1);
+    let ann = join.await.expect("join task finished");
+
+    let appended = store.append("lobby", "bob", "live", None).await.unwrap();
+    broker
+        .publish("lobby", message_event(appended))
+        .await
+        .unwrap();
+    let events = ann.wait_for_seq("lobby", FLOOD + 1).await;
+    assert_contiguous(
+        &received_seqs(&events, "lobby"),
+        1,
+        FLOOD + 1,
+        "after overflow",
+    );
 }

@@ -14,7 +14,7 @@ async fn messages_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("nested").join("data");
     {
-        let store = SqliteStore::open(&data_dir).unwrap();
+        let store = SqliteStore::open_in_dir(&data_dir).unwrap();
         store
             .append("lobby", "ann", "one", Some("a1"))
             .await
@@ -24,7 +24,7 @@ async fn messages_survive_reopen() {
     }
     assert!(data_dir.join(DATABASE_FILE).is_file());
 
-    let store = SqliteStore::open(&data_dir).unwrap();
+    let store = SqliteStore::open_in_dir(&data_dir).unwrap();
     assert_eq!(store.last_seq("lobby").await.unwrap(), 2);
     assert_eq!(store.last_seq("kitchen").await.unwrap(), 1);
     let lobby = store.latest("lobby", 10).await.unwrap();
@@ -46,7 +46,7 @@ async fn messages_survive_reopen() {
 #[tokio::test]
 async fn database_uses_wal_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = SqliteStore::open_in_dir(dir.path()).unwrap();
     store.append("lobby", "ann", "one", None).await.unwrap();
 
     let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
@@ -63,7 +63,7 @@ async fn newer_schema_is_rejected() {
         let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
         connection.pragma_update(None, "user_version", 99).unwrap();
     }
-    let err = SqliteStore::open(dir.path()).unwrap_err();
+    let err = SqliteStore::open_in_dir(dir.path()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -81,7 +81,7 @@ async fn open_reports_unusable_path() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
-    let err = SqliteStore::open(&file).unwrap_err();
+    let err = SqliteStore::open_in_dir(&file).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
     assert!(err.to_string().contains("not-a-directory"), "{err}");
 }
@@ -90,7 +90,7 @@ async fn open_reports_unusable_path() {
 async fn chat_history_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store = Arc::new(SqliteStore::open_in_dir(dir.path()).unwrap());
         let service = ChatService::new(ChatConfig::default(), store, Arc::new(MemoryBroker::new()));
         let mut ann = Client::connect(&service, 1);
         ann.join("lobby", "ann").await;
@@ -99,7 +99,7 @@ async fn chat_history_survives_restart() {
         ann.session.close().await;
     }
 
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store = Arc::new(SqliteStore::open_in_dir(dir.path()).unwrap());
     let service = ChatService::new(ChatConfig::default(), store, Arc::new(MemoryBroker::new()));
     let mut bob = Client::connect(&service, 1);
     bob.join_since("lobby", "bob", 0).await;
@@ -107,4 +107,18 @@ async fn chat_history_survives_restart() {
     bob.send("lobby", "after restart").await;
     let events = bob.wait_for_seq("lobby", 2).await;
     assert_eq!(received_seqs(&events, "lobby"), [1, 2]);
+}
+
+#[tokio::test]
+async fn open_takes_database_file_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("custom.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.append("lobby", "ann", "one", None).await.unwrap();
+    }
+    assert!(path.is_file());
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.last_seq("lobby").await.unwrap(), 1);
 }

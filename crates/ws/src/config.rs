@@ -49,7 +49,7 @@ pub struct Config {
     /// Maximum number of messages waiting in the outbound queue of a
     /// [`crate::Sender`]. Default: 256.
     pub outbound_capacity: usize,
-    /// What [`crate::Sender::try_send`] does when the outbound queue is full.
+    /// Action of [`crate::Sender::try_send`] on a full outbound queue.
     /// Default: [`FullPolicy::Close`] with 1013 (try again later).
     pub full_policy: FullPolicy,
 }

@@ -9,8 +9,9 @@ pub enum Error {
     /// Reading from or writing to the transport failed.
     #[error("websocket transport i/o failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer broke the WebSocket protocol. A close frame with
-    /// [`ProtocolError::close_code`] was sent to the peer before this was returned.
+    /// The peer broke the WebSocket protocol. Unless a close frame was already sent, a
+    /// close frame with [`ProtocolError::close_code`] is written to the peer, and the write
+    /// starts before this error is returned.
     #[error("peer violated the websocket protocol: {0}")]
     Protocol(#[from] ProtocolError),
     /// The HTTP upgrade handshake failed.
@@ -22,8 +23,8 @@ pub enum Error {
     /// The peer sent nothing within the pong timeout after a keep-alive ping, so the
     /// transport was shut down.
     #[error(
-        "peer sent nothing within the pong timeout after a ping, the connection was dropped \
-         (raise Config::pong_timeout if the peer is slow rather than dead)"
+        "ping timed out: the peer sent nothing within the pong timeout, the connection was \
+         dropped (raise Config::pong_timeout if the peer is slow rather than dead)"
     )]
     PongTimeout,
     /// No text or binary message moved in either direction within the idle timeout, so a
@@ -35,14 +36,15 @@ pub enum Error {
     IdleTimeout,
     /// The HTTP upgrade handshake did not finish within `Config::handshake_timeout`.
     #[error(
-        "websocket handshake did not finish within the handshake timeout \
-         (check that the server is reachable or raise Config::handshake_timeout)"
+        "websocket handshake timed out (check that the server is reachable or raise \
+         Config::handshake_timeout)"
     )]
     HandshakeTimeout,
-    /// A close frame was sent but the peer did not answer with its own close frame within
+    /// A close frame was sent but the peer did not send its own close frame within
     /// `Config::close_timeout`, so the transport was dropped.
     #[error(
-        "peer did not answer the close frame within the close timeout, the transport was dropped"
+        "close handshake timed out: the peer sent no close frame within the close timeout, the \
+         transport was dropped (raise Config::close_timeout for slow peers)"
     )]
     CloseTimeout,
     /// The peer closed the transport without a close frame (reported to applications as
@@ -76,8 +78,8 @@ pub enum Error {
     UnsupportedTransport,
 }
 
-/// An error from [`crate::Sender::try_send`]. Each variant returns the message that was not
-/// queued.
+/// An error from [`crate::Sender::try_send`]. Each variant contains the message that was
+/// not queued.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum TrySendError {
     /// The outbound queue was full and the [`crate::FullPolicy`] was applied: the message

@@ -41,3 +41,19 @@ pub use pylon_proto::{
     Utf8Bytes,
 };
 pub use socket::WebSocket;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn public_types_are_send() {
+        assert_send_sync::<Sender>();
+        assert_send_sync::<Error>();
+        assert_send::<WebSocket<tokio::net::TcpStream>>();
+        assert_send::<server::PendingUpgrade>();
+    }
+}

@@ -50,7 +50,7 @@ impl Sender {
 
     /// Queues a message without waiting.
     ///
-    /// Returns [`TrySendError::Full`] when the queue holds `Config::outbound_capacity`
+    /// Returns [`TrySendError::Full`] when the queue contains `Config::outbound_capacity`
     /// messages. The configured [`FullPolicy`] has then already been applied: the message
     /// was counted in [`Sender::dropped`], or the connection is closing. Returns
     /// [`TrySendError::Closed`] once the connection is closing or the WebSocket was dropped.

@@ -130,7 +130,7 @@ impl PendingUpgrade {
 /// # Errors
 ///
 /// Returns the [`HandshakeError`] of the first failed check of
-/// [`pylon_proto::handshake::validate_request`]. Answer it with [`reject`].
+/// [`pylon_proto::handshake::validate_request`]. Build the error response with [`reject`].
 pub fn upgrade<B>(
     req: &mut Request<B>,
     cfg: &ServerConfig,
@@ -161,7 +161,7 @@ pub fn reject(err: &HandshakeError) -> Response<Full<Bytes>> {
 ///
 /// A client that does not send a complete request head within `cfg.handshake_timeout`
 /// is disconnected. This also bounds the wait for the next request on an idle keep-alive
-/// connection. Sets `TCP_NODELAY`, because WebSocket frames are latency-sensitive and this
+/// connection, because hyper (1.13) starts the timer whenever it waits for a request head. Sets `TCP_NODELAY`, because WebSocket frames are latency-sensitive and this
 /// crate already writes each batch of frames with one write.
 ///
 /// # Errors

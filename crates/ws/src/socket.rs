@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 use crate::outbound::Outbound;
 use crate::{Config, Error, FullPolicy, Sender};
 
-/// Once the write buffer holds this many bytes, `recv` stops moving messages from the
+/// Once the write buffer contains this many bytes, `recv` stops moving messages from the
 /// outbound queue into it and the `Sink` waits for the transport before accepting more.
 const WRITE_BUF_HIGH_WATER: usize = 64 * 1024;
 
@@ -168,7 +168,7 @@ where
     /// # Errors
     ///
     /// [`Error::Send`] for a code that may not be sent or a reason above 123 bytes,
-    /// [`Error::CloseTimeout`] if the peer does not answer in time, and any error `recv`
+    /// [`Error::CloseTimeout`] if the peer does not send its close frame in time, and any error `recv`
     /// reports while the handshake finishes.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if self.done {
@@ -193,7 +193,7 @@ where
     /// Returns a handle that queues messages for this connection from other tasks.
     ///
     /// The queue is created on the first call, with `Config::outbound_capacity` and
-    /// `Config::full_policy`, so a connection that never asks for a sender pays nothing
+    /// `Config::full_policy`, so a connection that never requests a sender pays nothing
     /// for it. `recv` writes the queued messages, so it must keep being polled.
     pub fn sender(&mut self) -> Sender {
         let timing = self.timing;
@@ -228,8 +228,8 @@ impl<S> WebSocket<S> {
         &self.io
     }
 
-    /// Returns the number of bytes this connection holds in its read, write and message
-    /// buffers (by length, not capacity). It is 0 for an idle connection.
+    /// Returns the number of bytes in this connection's read, write and message buffers
+    /// (by length, not capacity). It is 0 for an idle connection.
     pub fn buffered_len(&self) -> usize {
         self.read_buf.len() + self.write_buf.len() + self.conn.buffered()
     }
@@ -280,8 +280,8 @@ where
     }
 }
 
-/// Sends messages as the `Sink` protocol asks: `poll_ready` waits while more than 64 KiB
-/// are unwritten, `start_send` encodes, `poll_flush` writes and flushes the transport, and
+/// Sends messages through the `Sink` contract: `poll_ready` first writes out the buffer when
+/// 64 KiB or more are unwritten, `start_send` encodes, `poll_flush` writes and flushes the transport, and
 /// `poll_close` sends a close frame with 1000 (normal) if none was sent and flushes. Closing
 /// the sink does not wait for the peer's close frame: keep polling the `Stream` half for
 /// that.

@@ -102,7 +102,7 @@ async fn ping_gets_automatic_pong() {
 }
 
 #[tokio::test]
-async fn keepalive_ping_is_answered() {
+async fn keepalive_ping_gets_pong() {
     let mut server_config = quick_config();
     server_config.ws.ping_interval = Some(Duration::from_millis(50));
     server_config.ws.pong_timeout = Duration::from_millis(500);
@@ -123,7 +123,7 @@ async fn keepalive_ping_is_answered() {
         .await
         .unwrap();
 
-    // The client keeps receiving (it gets the pings) and answers them automatically, so
+    // The client keeps receiving (it gets the pings) and replies to them automatically, so
     // the server sees pongs and no timeout.
     let client = tokio::spawn(async move {
         let receive = async {
@@ -238,9 +238,8 @@ async fn sink_and_stream_traits() {
     let (mut sink, mut stream) = ws.split();
 
     sink.send(Message::text("one")).await.unwrap();
-    let mut batch = futures_util::stream::iter(
-        ["two", "three", "four"].map(|text| Ok(Message::text(text))),
-    );
+    let mut batch =
+        futures_util::stream::iter(["two", "three", "four"].map(|text| Ok(Message::text(text))));
     sink.send_all(&mut batch).await.unwrap();
 
     let mut received = Vec::new();
@@ -281,7 +280,10 @@ async fn subprotocol_is_negotiated() {
         .await
         .unwrap();
     assert_eq!(ws.protocol(), Some("pylon.chat.v1"));
-    assert_eq!(response.headers()["sec-websocket-protocol"], "pylon.chat.v1");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "pylon.chat.v1"
+    );
     let server_protocol = within("server protocol", protocol_rx.recv()).await.unwrap();
     assert_eq!(server_protocol.as_deref(), Some("pylon.chat.v1"));
 }
@@ -289,8 +291,7 @@ async fn subprotocol_is_negotiated() {
 #[tokio::test]
 async fn extra_headers_reach_server_and_reserved_are_rejected() {
     let mut server_config = quick_config();
-    server_config.handshake.origins =
-        OriginPolicy::AllowList(vec!["http://127.0.0.1".to_owned()]);
+    server_config.handshake.origins = OriginPolicy::AllowList(vec!["http://127.0.0.1".to_owned()]);
     let addr = spawn_server(server_config, echo).await;
 
     let mut allowed = quick_client();
@@ -301,14 +302,17 @@ async fn extra_headers_reach_server_and_reserved_are_rejected() {
     assert!(result.is_ok(), "{result:?}");
 
     let mut forbidden = quick_client();
-    forbidden
-        .headers
-        .insert("origin", http::HeaderValue::from_static("http://evil.invalid"));
+    forbidden.headers.insert(
+        "origin",
+        http::HeaderValue::from_static("http://evil.invalid"),
+    );
     let result = within("connect", client::connect(&url(addr), forbidden)).await;
     assert!(
         matches!(
             result,
-            Err(Error::Handshake(pylon_ws::HandshakeError::UnexpectedStatus(403)))
+            Err(Error::Handshake(
+                pylon_ws::HandshakeError::UnexpectedStatus(403)
+            ))
         ),
         "{result:?}"
     );
@@ -318,7 +322,10 @@ async fn extra_headers_reach_server_and_reserved_are_rejected() {
         .headers
         .insert("sec-websocket-key", http::HeaderValue::from_static("x"));
     let result = client::connect(&url(addr), reserved).await;
-    assert!(matches!(result, Err(Error::ReservedHeader(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::ReservedHeader(_))),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -331,7 +338,8 @@ async fn connect_over_ipv6_loopback() {
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let service = hyper::service::service_fn(|mut req| async move {
-            let (response, pending) = pylon_ws::server::upgrade(&mut req, &ServerConfig::default()).unwrap();
+            let (response, pending) =
+                pylon_ws::server::upgrade(&mut req, &ServerConfig::default()).unwrap();
             tokio::spawn(async move {
                 echo(pending.finish().await.unwrap()).await;
             });
@@ -340,9 +348,12 @@ async fn connect_over_ipv6_loopback() {
         let _ = pylon_ws::server::serve_connection(stream, service, &Config::default()).await;
     });
 
-    let (mut ws, _) = within("connect", client::connect(&format!("ws://[::1]:{}/", addr.port()), quick_client()))
-        .await
-        .unwrap();
+    let (mut ws, _) = within(
+        "connect",
+        client::connect(&format!("ws://[::1]:{}/", addr.port()), quick_client()),
+    )
+    .await
+    .unwrap();
     ws.send(Message::text("over v6")).await.unwrap();
     let reply = within("echo", ws.recv()).await.unwrap().unwrap();
     assert_eq!(reply, Message::text("over v6"));
@@ -361,7 +372,7 @@ async fn wss_url_is_rejected() {
 
 #[tokio::test]
 async fn connect_to_plain_http_fails_handshake() {
-    // A hyper server that answers every request with 200 instead of upgrading.
+    // A hyper server that responds to every request with 200 instead of upgrading.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -378,7 +389,9 @@ async fn connect_to_plain_http_fails_handshake() {
     assert!(
         matches!(
             result,
-            Err(Error::Handshake(pylon_ws::HandshakeError::UnexpectedStatus(200)))
+            Err(Error::Handshake(
+                pylon_ws::HandshakeError::UnexpectedStatus(200)
+            ))
         ),
         "{result:?}"
     );

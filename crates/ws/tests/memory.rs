@@ -15,7 +15,7 @@ struct Counting;
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: every method forwards to `System` with the same arguments, so the allocator
-// contract is the system allocator's; the counter does not affect the returned memory.
+// contract is the system allocator's. The counter does not affect the returned memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
@@ -30,7 +30,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: forwarded unchanged from the caller, who upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -45,7 +48,7 @@ const CONNECTIONS: usize = 64;
 /// transport's own kernel and runtime state is not included.
 const IDLE_BUDGET: usize = 1024;
 
-/// A masked client text frame with payload "hi".
+/// Encodes a masked client text frame with payload "hi".
 fn client_hi_frame() -> Vec<u8> {
     let key = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | 2];
@@ -70,9 +73,14 @@ async fn idle_connection_memory_is_small() {
 
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     for server in servers.drain(..) {
-        sockets.push(WebSocket::from_raw(server, Role::Server, Config::default(), Bytes::new()));
+        sockets.push(WebSocket::from_raw(
+            server,
+            Role::Server,
+            Config::default(),
+            Bytes::new(),
+        ));
     }
-    // Each connection receives one message, answers it, and then waits idle with its
+    // Each connection receives one message, replies, and then waits idle with its
     // keep-alive timer armed.
     let frame = client_hi_frame();
     for (client, ws) in clients.iter_mut().zip(sockets.iter_mut()) {

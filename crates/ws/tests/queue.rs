@@ -40,7 +40,8 @@ async fn sender_from_other_task_delivers_in_order() {
         let sender = ws.sender();
         let producer = tokio::spawn(async move {
             for i in 0..200 {
-                while let Err(TrySendError::Full(_)) = sender.try_send(Message::text(i.to_string())) {
+                while let Err(TrySendError::Full(_)) = sender.try_send(Message::text(i.to_string()))
+                {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -83,7 +84,12 @@ async fn full_queue_drop_policy_counts() {
 
     let messages = drain(connect(addr).await).await;
     let (results, dropped, closed) = within("server result", result_rx.recv()).await.unwrap();
-    assert_eq!(results, [true, true, true, true, false, false, false, false, false, false]);
+    assert_eq!(
+        results,
+        [
+            true, true, true, true, false, false, false, false, false, false
+        ]
+    );
     assert_eq!(dropped, 6);
     assert!(!closed);
     let texts: Vec<Message> = ["m0", "m1", "m2", "m3"].map(Message::text).to_vec();
@@ -139,7 +145,9 @@ async fn sender_close_going_away_reaches_client() {
 
     let mut ws = connect(addr).await;
     let sender = within("server sender", sender_rx.recv()).await.unwrap();
-    sender.try_send(Message::text("shutting down soon")).unwrap();
+    sender
+        .try_send(Message::text("shutting down soon"))
+        .unwrap();
     sender.close(CloseCode::GOING_AWAY, "server shutdown");
     let late = sender.try_send(Message::text("late"));
     assert_eq!(late, Err(TrySendError::Closed(Message::text("late"))));
@@ -147,7 +155,10 @@ async fn sender_close_going_away_reaches_client() {
     let first = within("text", ws.recv()).await.unwrap().unwrap();
     assert_eq!(first, Message::text("shutting down soon"));
     let close = within("close", ws.recv()).await.unwrap().unwrap();
-    let expected = Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "server shutdown")));
+    let expected = Message::Close(Some(CloseFrame::new(
+        CloseCode::GOING_AWAY,
+        "server shutdown",
+    )));
     assert_eq!(close, expected);
     assert!(within("end", ws.recv()).await.is_none());
     assert!(sender.is_closed());

@@ -150,9 +150,16 @@ async fn server_sends_fragments_and_pongs() {
     }
     assert_eq!(fragments.len(), 3);
     assert_eq!(fragments[0].opcode, TEXT);
-    assert!(fragments[1..].iter().all(|frame| frame.opcode == CONTINUATION));
+    assert!(
+        fragments[1..]
+            .iter()
+            .all(|frame| frame.opcode == CONTINUATION)
+    );
     assert!(fragments.iter().all(|frame| frame.payload.len() <= 4));
-    let joined: Vec<u8> = fragments.into_iter().flat_map(|frame| frame.payload).collect();
+    let joined: Vec<u8> = fragments
+        .into_iter()
+        .flat_map(|frame| frame.payload)
+        .collect();
     assert_eq!(joined, b"hello world");
 }
 
@@ -178,16 +185,34 @@ async fn server_closes_tcp_first() {
     assert!(started.elapsed() < Duration::from_secs(1));
 
     let (seen, _) = within("server result", seen_rx.recv()).await.unwrap();
-    assert_eq!(seen, vec![Ok(Message::close(pylon_ws::CloseCode::NORMAL, "done"))]);
+    assert_eq!(
+        seen,
+        vec![Ok(Message::close(pylon_ws::CloseCode::NORMAL, "done"))]
+    );
 }
 
 #[tokio::test]
 async fn bad_upgrade_requests_get_http_errors() {
     let addr = spawn_server(quick_config(), echo).await;
     let cases = [
-        ("missing key", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400", None),
-        ("wrong version", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426", Some("sec-websocket-version: 13")),
-        ("post method", "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n", "400", None),
+        (
+            "missing key",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "400",
+            None,
+        ),
+        (
+            "wrong version",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            "426",
+            Some("sec-websocket-version: 13"),
+        ),
+        (
+            "post method",
+            "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n",
+            "400",
+            None,
+        ),
     ];
     for (name, request, status, header) in cases {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -203,4 +228,110 @@ async fn bad_upgrade_requests_get_http_errors() {
             assert!(response.contains(header), "{name}: {response}");
         }
     }
+}
+
+/// Starts a hand-written server on 127.0.0.1 for one connection. It reads the upgrade
+/// request, sends a valid `101` response followed by `after_head` in the same write, and
+/// then reports every byte the client sends until it closes.
+async fn spawn_raw_server(
+    after_head: Vec<u8>,
+) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (bytes_tx, bytes_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed during the request");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|line| line.strip_prefix("sec-websocket-key: "))
+            .expect("request has no sec-websocket-key header");
+        let accept = pylon_proto::handshake::accept_key(key.trim().as_bytes());
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        response.extend_from_slice(&after_head);
+        stream.write_all(&response).await.unwrap();
+
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(common::TEST_TIMEOUT, stream.read_to_end(&mut received)).await;
+        let _ = bytes_tx.send(received);
+    });
+    (addr, bytes_rx)
+}
+
+#[tokio::test]
+async fn client_keeps_bytes_after_response_head() {
+    // An unmasked text frame and a close frame in the same packet as the response head.
+    let mut tail = unmasked_frame(true, TEXT, b"right away");
+    tail.extend(unmasked_frame(true, CLOSE, &1000u16.to_be_bytes()));
+    let (addr, mut received) = spawn_raw_server(tail).await;
+
+    let (mut ws, _) = within(
+        "connect",
+        pylon_ws::client::connect(
+            &format!("ws://{addr}/"),
+            pylon_ws::client::ClientConfig::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let first = within("first message", ws.recv()).await.unwrap().unwrap();
+    assert_eq!(first, Message::text("right away"));
+    let close = within("close", ws.recv()).await.unwrap().unwrap();
+    assert_eq!(close, Message::close(pylon_ws::CloseCode::NORMAL, ""));
+    drop(ws);
+
+    // The client replied with a masked close frame echoing 1000.
+    let bytes = within("client bytes", received.recv()).await.unwrap();
+    assert_eq!(
+        bytes.len(),
+        2 + 4 + 2,
+        "expected one masked close frame: {bytes:?}"
+    );
+    assert_eq!(bytes[0], 0x88);
+    assert_eq!(bytes[1], 0x80 | 2);
+    let key = &bytes[2..6];
+    let code = [bytes[6] ^ key[0], bytes[7] ^ key[1]];
+    assert_eq!(u16::from_be_bytes(code), 1000);
+}
+
+#[tokio::test]
+async fn masked_server_frame_fails_client() {
+    let (addr, mut received) = spawn_raw_server(masked_frame(true, TEXT, b"masked")).await;
+    let (mut ws, _) = within(
+        "connect",
+        pylon_ws::client::connect(
+            &format!("ws://{addr}/"),
+            pylon_ws::client::ClientConfig::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let item = within("client recv", ws.recv()).await.unwrap();
+    assert!(
+        matches!(item, Err(Error::Protocol(ProtocolError::MaskedServerFrame))),
+        "{item:?}"
+    );
+    // After a protocol fault the client closes the transport itself.
+    assert!(within("client end", ws.recv()).await.is_none());
+
+    let bytes = within("client bytes", received.recv()).await.unwrap();
+    assert_eq!(
+        bytes.len(),
+        2 + 4 + 2,
+        "expected one masked close frame: {bytes:?}"
+    );
+    let key = &bytes[2..6];
+    let code = [bytes[6] ^ key[0], bytes[7] ^ key[1]];
+    assert_eq!(u16::from_be_bytes(code), 1002);
 }

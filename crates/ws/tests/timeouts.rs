@@ -62,28 +62,40 @@ async fn pong_timeout_closes_silent_peer() {
     // Waits here are bounded by 60 s of paused time, because the usual 10 s bound would
     // expire before the 30 s ping interval.
     let limit = Duration::from_secs(60);
-    let ping = read_frame_for(&mut stream, &mut pending, limit).await.unwrap();
+    let ping = read_frame_for(&mut stream, &mut pending, limit)
+        .await
+        .unwrap();
     assert_eq!(ping.opcode, 0x9);
     assert_close_to(started.elapsed(), Duration::from_secs(30));
 
-    // The raw peer never answers, so the server drops it without a close frame.
-    assert!(read_frame_for(&mut stream, &mut pending, limit).await.is_none());
+    // The raw peer never replies, so the server drops it without a close frame.
+    assert!(
+        read_frame_for(&mut stream, &mut pending, limit)
+            .await
+            .is_none()
+    );
     assert_close_to(started.elapsed(), Duration::from_secs(40));
-    let item = tokio::time::timeout(limit, items.recv()).await.unwrap().unwrap();
+    let item = tokio::time::timeout(limit, items.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(item, Some(Err(Error::PongTimeout.to_string())));
-    let end = tokio::time::timeout(limit, items.recv()).await.unwrap().unwrap();
+    let end = tokio::time::timeout(limit, items.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(end, None);
 }
 
 #[tokio::test]
-async fn any_frame_answers_keepalive_ping() {
+async fn any_frame_counts_as_pong() {
     let mut config = quick_config();
     config.ws.ping_interval = Some(Duration::from_millis(100));
     config.ws.pong_timeout = Duration::from_millis(200);
     let (addr, mut items) = spawn_reporting_server(config).await;
     let (mut stream, mut pending) = raw_handshake(addr).await;
 
-    // Instead of pongs the peer answers each ping with a text message, which also proves
+    // Instead of pongs the peer replies to each ping with a text message, which also proves
     // it is alive.
     for i in 0..3 {
         let ping = read_frame(&mut stream, &mut pending).await.unwrap();
@@ -110,9 +122,12 @@ async fn idle_timeout_closes_with_going_away() {
         ws: quick_config().ws,
         ..ClientConfig::default()
     };
-    let (mut ws, _) = within("connect", client::connect(&format!("ws://{addr}/"), client_config))
-        .await
-        .unwrap();
+    let (mut ws, _) = within(
+        "connect",
+        client::connect(&format!("ws://{addr}/"), client_config),
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
 
     let mut pings = 0;
@@ -123,10 +138,16 @@ async fn idle_timeout_closes_with_going_away() {
         }
     };
     let elapsed = started.elapsed();
-    assert!(pings >= 2, "only {pings} keep-alive pings before the idle close");
+    assert!(
+        pings >= 2,
+        "only {pings} keep-alive pings before the idle close"
+    );
     let expected = Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
     assert_eq!(close, expected);
-    assert!(elapsed >= Duration::from_millis(250), "closed after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "closed after {elapsed:?}"
+    );
     assert!(within("client end", ws.recv()).await.is_none());
 
     let mut server_items = Vec::new();
@@ -153,9 +174,12 @@ async fn idle_timeout_is_reset_by_messages() {
         ws: quick_config().ws,
         ..ClientConfig::default()
     };
-    let (mut ws, _) = within("connect", client::connect(&format!("ws://{addr}/"), client_config))
-        .await
-        .unwrap();
+    let (mut ws, _) = within(
+        "connect",
+        client::connect(&format!("ws://{addr}/"), client_config),
+    )
+    .await
+    .unwrap();
 
     // Messages every 100 ms keep the connection open past several idle timeouts.
     for i in 0..8 {
@@ -183,12 +207,15 @@ async fn close_timeout_drops_unresponsive_peer() {
     .await;
     let (mut stream, mut pending) = raw_handshake(addr).await;
 
-    // The raw peer reads the close frame but never answers it.
+    // The raw peer reads the close frame but never replies to it.
     let close = read_frame(&mut stream, &mut pending).await.unwrap();
     assert_eq!(close.close_code(), Some(1000));
     let (result, elapsed) = within("server close", result_rx.recv()).await.unwrap();
     assert_eq!(result, Err(Error::CloseTimeout.to_string()));
-    assert!(elapsed >= Duration::from_millis(250), "gave up after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "gave up after {elapsed:?}"
+    );
     assert!(read_to_end(&mut stream).await.is_empty());
 }
 
@@ -207,23 +234,32 @@ async fn handshake_timeout_drops_half_request() {
     let mut buf = [0u8; 1024];
     let read = within("server drop", stream.read(&mut buf)).await;
     let elapsed = started.elapsed();
-    // hyper may answer with an error status before it closes; either way the connection
+    // hyper may respond with an error status before it closes; either way the connection
     // ends and no upgrade happens.
     match read {
         Ok(0) | Err(_) => {}
         Ok(n) => {
             let response = String::from_utf8_lossy(&buf[..n]);
-            assert!(!response.contains(" 101 "), "unexpected upgrade: {response}");
+            assert!(
+                !response.contains(" 101 "),
+                "unexpected upgrade: {response}"
+            );
             assert_eq!(within("end", stream.read(&mut buf)).await.unwrap_or(0), 0);
         }
     }
-    assert!(elapsed >= Duration::from_millis(250), "dropped after {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "dropped after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "dropped after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "dropped after {elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn client_handshake_timeout() {
-    // A listener that accepts and then never answers.
+    // A listener that accepts and then never responds.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let holder = tokio::spawn(async move {

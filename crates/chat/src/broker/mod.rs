@@ -24,7 +24,7 @@ pub enum ChatEvent {
 
 /// Publish/subscribe channel for chat events, keyed by room.
 ///
-/// The chat service holds one subscription per room per node and fans events out to the
+/// The chat service keeps one subscription per room per node and fans events out to the
 /// node's connections itself. Delivery may be lossy and may reorder events: the service
 /// orders messages by seq and fills gaps from the [`Store`](crate::Store). A broker should
 /// report a known loss as [`Delivery::Lagged`] so that the gap is filled at once.

@@ -277,26 +277,26 @@ impl<'a> Fields<'a> {
 
 /// Checks a room name or nick: not empty, at most `max_chars` characters, no control
 /// characters and no leading or trailing whitespace.
-fn validate_name(what: &str, value: &str, max_chars: usize) -> Result<(), String> {
+fn validate_name(label: &str, value: &str, max_chars: usize) -> Result<(), String> {
     if value.is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(format!("{label} must not be empty"));
     }
     let chars = value.chars().count();
     if chars > max_chars {
         return Err(format!(
-            "{what} `{}` is {chars} characters, over the limit of {max_chars}",
+            "{label} `{}` is {chars} characters, over the limit of {max_chars}",
             shorten(value, 16)
         ));
     }
     if let Some(control) = value.chars().find(|c| c.is_control()) {
         return Err(format!(
-            "{what} must not contain control characters, found U+{:04X}",
+            "{label} must not contain control characters, found U+{:04X}",
             u32::from(control)
         ));
     }
     if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
         return Err(format!(
-            "{what} `{value}` must not start or end with whitespace"
+            "{label} `{value}` must not start or end with whitespace"
         ));
     }
     Ok(())

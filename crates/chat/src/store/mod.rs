@@ -85,7 +85,7 @@ pub enum StoreError {
     /// A query failed.
     #[error("chat database query failed: {0}")]
     Backend(BackendError),
-    /// The database holds a value that the store cannot read back.
+    /// The database contains a value that the store cannot read back.
     #[error("chat database holds an invalid value: {0}")]
     InvalidData(String),
     /// The worker that runs the blocking database call failed.

@@ -37,9 +37,9 @@ const MESSAGE_COLUMNS: &str = "room, seq, nick, text, client_id, ts";
 
 /// Message store in one SQLite database file, in WAL mode.
 ///
-/// The connection sits behind a mutex and every call runs on tokio's blocking thread pool,
-/// so async callers never block a runtime worker. Calls are serialized, which matches
-/// SQLite's single writer. Writes use `synchronous=NORMAL`: a stored message survives a
+/// The connection sits behind a mutex and every query runs on tokio's blocking thread pool,
+/// so queries do not block a runtime worker. Opening is synchronous. Queries are serialized,
+/// which matches SQLite's single writer. Writes use `synchronous=NORMAL`: a stored message survives a
 /// crash of the process, but a power loss can lose the last transactions.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -53,18 +53,18 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens or creates the chat database `chat.sqlite3` in the data directory `dir`, and
-    /// creates the directory if it is missing.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
-            path: dir.to_owned(),
-            error: Box::new(err),
-        })?;
-        Self::open_file(&dir.join(DATABASE_FILE))
-    }
-
-    /// Opens or creates the chat database at the file path `path`.
-    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+    /// Opens or creates the chat database file at `path`, and creates its parent directory
+    /// if it is missing.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
+                path: path.to_owned(),
+                error: Box::new(err),
+            })?;
+        }
         let open_error = |err: rusqlite::Error| StoreError::Open {
             path: path.to_owned(),
             error: Box::new(err),
@@ -81,6 +81,11 @@ impl SqliteStore {
             );
         }
         Self::prepare(connection, path.to_owned())
+    }
+
+    /// Opens or creates the database [`DATABASE_FILE`] in the data directory `dir`.
+    pub fn open_in_dir(dir: &Path) -> Result<Self, StoreError> {
+        Self::open(&dir.join(DATABASE_FILE))
     }
 
     /// Opens a private in-memory database, for tests and throwaway servers.

@@ -51,7 +51,7 @@ impl RecordingOutbound {
     /// Waits until `ready` holds for the events received so far, and returns them.
     pub(crate) async fn wait_for(
         &self,
-        what: &str,
+        description: &str,
         ready: impl Fn(&[ServerEvent]) -> bool,
     ) -> Vec<ServerEvent> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -62,7 +62,7 @@ impl RecordingOutbound {
                 return events;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("timed out after {WAIT:?} waiting for {what}; received {events:#?}");
+                panic!("timed out after {WAIT:?} waiting for {description}; received {events:#?}");
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::Error;
 
 /// Size of the stack buffer used for a read while no read buffer is allocated. Received
 /// bytes are copied into a heap buffer of exactly their length, so a connection waiting for
-/// its next message holds no read buffer.
+/// its next message has no read buffer allocated.
 const READ_SCRATCH: usize = 4 * 1024;
 
 /// Bytes requested per read while a read buffer is allocated, which is the case while a
@@ -27,9 +27,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// cooperative budget of its own.
 const MAX_READS_PER_POLL: usize = 64;
 
-/// Times the timer may fire within one poll. A lazily armed timer fires early at most once
-/// per deadline, so two rounds suffice and the bound only guards against a clock that does
-/// not advance.
+/// Maximum timer rounds per poll. A round handles the deadlines that passed and re-arms the
+/// timer, and another round runs only if the re-armed timer is already due, so the bound
+/// matters only when the clock jumps ahead during a poll.
 const MAX_TIMER_ROUNDS: usize = 4;
 
 /// Close reason sent when the idle timeout expires.
@@ -389,7 +389,7 @@ where
             let waiting_for_peer = self.conn.state() == State::CloseSent && !self.conn.is_failed();
             self.finish();
             if waiting_for_peer {
-                tracing::debug!(timeout = ?timing.close_timeout, "peer did not answer the close frame, dropping the transport");
+                tracing::debug!(timeout = ?timing.close_timeout, "peer sent no close frame within the close timeout, dropping the transport");
                 return Some(Some(Err(Error::CloseTimeout)));
             }
             tracing::debug!(timeout = ?timing.close_timeout, "transport did not end within the close timeout, dropping it");

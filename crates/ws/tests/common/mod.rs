@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::Request;
 use pylon_ws::server::{self, ServerConfig};
 use pylon_ws::{Config, Message, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +79,9 @@ where
 /// Server handler that echoes text and binary messages until the connection ends.
 pub(crate) async fn echo(mut ws: WebSocket<TcpStream>) {
     while let Some(Ok(message)) = ws.recv().await {
-        if matches!(message, Message::Text(_) | Message::Binary(_)) && ws.send(message).await.is_err() {
+        if matches!(message, Message::Text(_) | Message::Binary(_))
+            && ws.send(message).await.is_err()
+        {
             break;
         }
     }
@@ -104,7 +106,10 @@ pub(crate) async fn raw_handshake(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
 }
 
 /// Like [`raw_handshake`], and sends `after_head` in the same write as the request head.
-pub(crate) async fn raw_handshake_with(addr: SocketAddr, after_head: &[u8]) -> (TcpStream, Vec<u8>) {
+pub(crate) async fn raw_handshake_with(
+    addr: SocketAddr,
+    after_head: &[u8],
+) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -117,7 +122,9 @@ pub(crate) async fn raw_handshake_with(addr: SocketAddr, after_head: &[u8]) -> (
     let mut received = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 1024];
-        let n = within("response head", stream.read(&mut chunk)).await.unwrap();
+        let n = within("response head", stream.read(&mut chunk))
+            .await
+            .unwrap();
         assert!(n > 0, "server closed the connection during the handshake");
         received.extend_from_slice(&chunk[..n]);
         if let Some(pos) = received.windows(4).position(|window| window == b"\r\n\r\n") {
@@ -125,7 +132,10 @@ pub(crate) async fn raw_handshake_with(addr: SocketAddr, after_head: &[u8]) -> (
         }
     };
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-    assert!(head.starts_with("HTTP/1.1 101"), "unexpected response: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "unexpected response: {head}"
+    );
     assert!(head.contains(SAMPLE_ACCEPT), "missing accept key: {head}");
     let rest = received.split_off(head_end);
     (stream, rest)
@@ -136,7 +146,12 @@ pub(crate) fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x37, 0xfa, 0x21, 0x3d];
     let mut frame = frame_header(fin, opcode, true, payload.len() as u64);
     frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ key[i % 4]));
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ key[i % 4]),
+    );
     frame
 }
 
@@ -198,10 +213,10 @@ pub(crate) async fn read_frame_for(
         }
         let mut chunk = [0u8; 4096];
         let read = tokio::time::timeout(limit, stream.read(&mut chunk)).await;
-        let n = match read.expect("no server frame within the time limit") {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        // A read error such as a reset counts as the end of the stream.
+        let n: usize = read
+            .expect("no server frame within the time limit")
+            .unwrap_or_default();
         if n == 0 {
             return None;
         }
