@@ -18,9 +18,10 @@ const DEFAULT_MAX_SIZE: usize = 16 << 20;
 const MIN_BUFFER_GROWTH: usize = 8 << 10;
 
 /// Maximum bytes of encoded automatic pongs that wait for [`Connection::write_pending`].
-/// Past it older pongs are dropped, which RFC 6455 section 5.5.3 allows because an endpoint
-/// may send a pong for the most recent ping only.
-const MAX_PENDING_PONG_BYTES: usize = 1 << 10;
+/// Past it the oldest pongs are dropped, which RFC 6455 section 5.5.3 allows because an
+/// endpoint may send a pong for the most recent ping only. 2 KiB contains 15 pongs with
+/// the maximum payload of 125 bytes, masked.
+const MAX_PENDING_PONG_BYTES: usize = 2 << 10;
 
 /// Maximum payload of a control frame (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -447,13 +448,20 @@ impl Connection {
     }
 
     fn queue_pong(&mut self, payload: &[u8]) {
-        let frame_len = 2 + payload.len() + if self.role == Role::Client { 4 } else { 0 };
-        if self.pending_pongs.len() + frame_len > MAX_PENDING_PONG_BYTES {
-            self.pending_pongs.clear();
-        }
         let mut pongs = mem::take(&mut self.pending_pongs);
         self.write_frame(&mut pongs, true, OpCode::PONG, payload);
+        while pongs.len() > MAX_PENDING_PONG_BYTES {
+            pongs.advance(self.pong_frame_len(pongs[1]));
+        }
         self.pending_pongs = pongs;
+    }
+
+    /// Returns the encoded length of a pong that this connection wrote, from the second
+    /// byte of its header. A pong payload is at most 125 bytes, so it uses the 7-bit
+    /// length form, and only a client masks it.
+    fn pong_frame_len(&self, second_byte: u8) -> usize {
+        let mask_len = if self.role == Role::Client { 4 } else { 0 };
+        2 + mask_len + usize::from(second_byte & 0x7F)
     }
 
     fn close_pending_or_sent(&self) -> bool {

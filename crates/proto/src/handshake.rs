@@ -106,8 +106,10 @@ pub enum HandshakeError {
     /// The request method was not GET (RFC 6455 section 4.1).
     #[error("websocket upgrade request must use the GET method")]
     MethodNotGet,
-    /// The request used a version below HTTP/1.1 (RFC 6455 section 4.1).
-    #[error("websocket upgrade request must use HTTP/1.1 or later")]
+    /// The request did not use HTTP/1.1, which the `Upgrade` mechanism requires
+    /// (RFC 6455 section 4.1). HTTP/2 and HTTP/3 forbid the `Upgrade` and `Connection`
+    /// headers, and carry WebSocket over extended CONNECT (RFC 8441, RFC 9220) instead.
+    #[error("websocket upgrade request must use HTTP/1.1")]
     HttpVersion,
     /// The request had no `Host` header.
     #[error("websocket upgrade request is missing the Host header")]
@@ -237,7 +239,7 @@ impl HandshakeError {
 ///
 /// The checks run in this order, and the first failure is returned:
 /// 1. method GET,
-/// 2. HTTP/1.1 or later,
+/// 2. HTTP/1.1 exactly,
 /// 3. exactly one `Host`,
 /// 4. an `Upgrade` header with the `websocket` token,
 /// 5. a `Connection` header with the `upgrade` token,
@@ -248,6 +250,11 @@ impl HandshakeError {
 /// The version is
 /// checked before the key so that a client speaking another version learns the supported
 /// one from the `426` response.
+///
+/// This function handles only the HTTP/1.1 `Upgrade` handshake, so HTTP/1.0, HTTP/2 and
+/// HTTP/3 requests fail with [`HandshakeError::HttpVersion`]. A WebSocket over HTTP/2 or
+/// HTTP/3 opens with an extended CONNECT request (RFC 8441, RFC 9220), which has no
+/// `Upgrade`, `Connection` or `Sec-WebSocket-Key` header and needs its own validation.
 ///
 /// Token lists are matched case-insensitively, across all lines of a header and all
 /// comma-separated elements, so `Connection: keep-alive, Upgrade` is accepted.
@@ -268,7 +275,7 @@ pub fn validate_request(
     if method != Method::GET {
         return Err(HandshakeError::MethodNotGet);
     }
-    if version < Version::HTTP_11 {
+    if version != Version::HTTP_11 {
         return Err(HandshakeError::HttpVersion);
     }
     match headers.get_all(HOST).iter().count() {

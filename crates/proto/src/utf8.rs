@@ -152,6 +152,59 @@ pub(crate) fn check_utf8_prefix(bytes: &[u8]) -> Utf8Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Classifies `bytes` as a prefix of a longer text with the standard library's check.
+    fn std_prefix(bytes: &[u8]) -> Utf8Prefix {
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Utf8Prefix::Valid(bytes.len()),
+            Err(err) if err.error_len().is_none() => Utf8Prefix::Valid(err.valid_up_to()),
+            Err(_) => Utf8Prefix::Invalid,
+        }
+    }
+
+    /// Text near the UTF-8 edge cases, often longer than 64 bytes, the block size that
+    /// `simdutf8` 0.1.5 checks with SIMD instructions.
+    fn near_utf8() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            6 => "[a-z]{1,40}".prop_map(String::into_bytes),
+            4 => any::<char>().prop_map(|c| c.to_string().into_bytes()),
+            1 => (0x80u8..=0xFF).prop_map(|byte| vec![byte]),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn prefix_check_matches_std(bytes in near_utf8(), cut in any::<prop::sample::Index>()) {
+            let bytes = &bytes[..cut.index(bytes.len() + 1)];
+            prop_assert_eq!(check_utf8_prefix(bytes), std_prefix(bytes));
+        }
+    }
+
+    #[test]
+    fn prefix_check_matches_std_at_every_offset() {
+        let samples: [&[u8]; 8] = [
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xe0\x9f\xbf",
+            b"\xc1\xbf",
+            b"\xf0\x9f\x98",
+            b"\xe2\x82",
+            b"\xff",
+            "€𝄞".as_bytes(),
+        ];
+        for padding in 0..80 {
+            for sample in samples {
+                let mut bytes = vec![b'a'; padding];
+                bytes.extend_from_slice(sample);
+                for end in padding..=bytes.len() {
+                    let prefix = &bytes[..end];
+                    assert_eq!(check_utf8_prefix(prefix), std_prefix(prefix), "{prefix:x?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn try_from_bytes_rejects_invalid() {

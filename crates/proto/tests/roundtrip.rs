@@ -170,6 +170,17 @@ fn message_strategy() -> impl Strategy<Value = Message> {
     prop_oneof![
         ".{0,40}".prop_map(Message::text),
         proptest::collection::vec(any::<u8>(), 0..300).prop_map(Message::binary),
+        // Lengths at the edges of the 7-bit, 16-bit and 64-bit length forms.
+        (
+            prop::sample::select(vec![125usize, 126, 127, 65535, 65536, 65537]),
+            any::<u8>(),
+        )
+            .prop_map(|(len, byte)| Message::binary(vec![byte; len])),
+        (
+            prop::sample::select(vec![42usize, 63, 21845]),
+            any::<char>()
+        )
+            .prop_map(|(count, c)| Message::text(c.to_string().repeat(count))),
         proptest::collection::vec(any::<u8>(), 0..=125)
             .prop_map(|data| Message::Ping(Bytes::from(data))),
         proptest::collection::vec(any::<u8>(), 0..=125)

@@ -332,6 +332,27 @@ fn many_pings_keep_pending_bounded() {
 }
 
 #[test]
+fn pong_queue_drops_oldest_first() {
+    for role in [Role::Server, Role::Client] {
+        let mut conn = Connection::new(role, Config::default());
+        for i in 0..40u8 {
+            let mut src = raw_frame(0x89, &[i; 125], role == Role::Server);
+            assert!(conn.decode(&mut src).unwrap().is_some());
+            assert!(conn.pending_pongs.len() <= MAX_PENDING_PONG_BYTES);
+        }
+        // The pongs that remain are the most recent ones, in order.
+        let pongs = pending_messages(&mut conn);
+        let frame_len = if role == Role::Client { 131 } else { 127 };
+        let kept = MAX_PENDING_PONG_BYTES / frame_len;
+        let expected: Vec<Message> = (40 - kept as u8..40)
+            .map(|i| Message::Pong(Bytes::from(vec![i; 125])))
+            .collect();
+        assert_eq!(pongs, expected, "{role:?}");
+        assert!(kept >= 10, "{role:?} keeps {kept} pongs");
+    }
+}
+
+#[test]
 fn pong_is_returned() {
     let mut conn = server();
     let mut src = client_frame(true, OpCode::PONG, b"late");
@@ -877,6 +898,10 @@ fn frames_from_fuzz(parts: &[(u8, Vec<u8>, bool)]) -> Vec<u8> {
     out
 }
 
+/// Maximum bytes `decode` leaves in `src` after `Ok(None)`: an incomplete control frame,
+/// header and 125-byte payload.
+const MAX_LEFT_IN_SRC: usize = FrameHeader::MAX_LEN + MAX_CONTROL_PAYLOAD;
+
 fn feed_in_chunks(conn: &mut Connection, bytes: &[u8], cuts: &[usize], max: usize) {
     let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
     cuts.push(0);
@@ -886,8 +911,13 @@ fn feed_in_chunks(conn: &mut Connection, bytes: &[u8], cuts: &[usize], max: usiz
     for pair in cuts.windows(2) {
         src.extend_from_slice(&bytes[pair[0]..pair[1]]);
         while let Ok(Some(message)) = conn.decode(&mut src) {
-            assert!(message.len() <= max);
+            assert!(message.len() <= max.max(MAX_CONTROL_PAYLOAD));
         }
+        assert!(
+            src.len() <= MAX_LEFT_IN_SRC,
+            "{} bytes left in src",
+            src.len()
+        );
         assert!(conn.buffered() <= max, "buffered {}", conn.buffered());
         assert!(
             conn.message.capacity() <= max,
@@ -910,6 +940,31 @@ proptest! {
         let role = if server_role { Role::Server } else { Role::Client };
         let mut conn = with_limits(role, 64, 200);
         feed_in_chunks(&mut conn, &bytes, &cuts, 200);
+    }
+
+    #[test]
+    fn arbitrary_frames_respect_any_limits(
+        parts in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x80, 0x81, 0x82, 0x89, 0x8A, 0x88]),
+                proptest::collection::vec(any::<u8>(), 0..300),
+                prop::bool::weighted(0.95),
+            ),
+            0..16,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        max_frame_size in 0usize..400,
+        max_message_size in 0usize..800,
+        server_role in any::<bool>(),
+    ) {
+        let role = if server_role { Role::Server } else { Role::Client };
+        let parts: Vec<(u8, Vec<u8>, bool)> = parts
+            .into_iter()
+            .map(|(first, payload, mask_ok)| (first, payload, mask_ok == server_role))
+            .collect();
+        let bytes = frames_from_fuzz(&parts);
+        let mut conn = with_limits(role, max_frame_size, max_message_size);
+        feed_in_chunks(&mut conn, &bytes, &cuts, max_message_size);
     }
 
     #[test]

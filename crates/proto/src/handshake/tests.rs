@@ -45,10 +45,20 @@ fn valid_request_is_accepted() {
 }
 
 #[test]
-fn http2_and_later_are_accepted() {
+fn versions_other_than_http11_are_400() {
     let headers = request_headers();
     let cfg = ServerConfig::default();
-    assert!(validate_request(&Method::GET, Version::HTTP_2, &headers, &cfg).is_ok());
+    for version in [
+        Version::HTTP_09,
+        Version::HTTP_10,
+        Version::HTTP_2,
+        Version::HTTP_3,
+    ] {
+        let err = validate_request(&Method::GET, version, &headers, &cfg).unwrap_err();
+        assert_eq!(err, HandshakeError::HttpVersion, "{version:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{version:?}");
+    }
+    assert!(validate_request(&Method::GET, Version::HTTP_11, &headers, &cfg).is_ok());
 }
 
 #[test]
@@ -165,6 +175,25 @@ fn connection_token_matches_case_and_lines() {
     headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     headers.append(CONNECTION, HeaderValue::from_static("Upgrade"));
     assert!(validate(&headers, &ServerConfig::default()).is_ok());
+
+    // Empty list elements are skipped, and a token must match a whole element.
+    for value in [", ,Upgrade,", "keep-alive,,upgrade"] {
+        let mut headers = request_headers();
+        headers.insert(CONNECTION, HeaderValue::from_static(value));
+        assert!(
+            validate(&headers, &ServerConfig::default()).is_ok(),
+            "{value}"
+        );
+    }
+    for value in ["keep-alive upgrade", "upgrade-insecure", ","] {
+        let mut headers = request_headers();
+        headers.insert(CONNECTION, HeaderValue::from_static(value));
+        assert_eq!(
+            validate(&headers, &ServerConfig::default()),
+            Err(HandshakeError::MissingConnectionUpgrade),
+            "{value}"
+        );
+    }
 }
 
 #[test]
@@ -204,6 +233,65 @@ fn key_must_decode_to_16_bytes() {
         validate(&headers, &ServerConfig::default()),
         Err(HandshakeError::InvalidKey)
     );
+}
+
+#[test]
+fn key_whitespace_is_trimmed() {
+    for value in [
+        " dGhlIHNhbXBsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZQ==\t",
+        "\t dGhlIHNhbXBsZSBub25jZQ== ",
+    ] {
+        let mut headers = request_headers();
+        headers.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static(value));
+        let accept = validate(&headers, &ServerConfig::default()).unwrap();
+        assert_eq!(accept.accept_key, SAMPLE_ACCEPT, "{value:?}");
+    }
+
+    // Whitespace inside the key is not trimmed, and the value is then not base64.
+    let mut headers = request_headers();
+    headers.insert(
+        SEC_WEBSOCKET_KEY,
+        HeaderValue::from_static("dGhlIHNhbXBsZS Bub25jZQ=="),
+    );
+    assert_eq!(
+        validate(&headers, &ServerConfig::default()),
+        Err(HandshakeError::InvalidKey)
+    );
+}
+
+#[test]
+fn key_case_is_preserved() {
+    // Base64 is case-sensitive: a differently cased key is another valid 16-byte nonce,
+    // and the accept value is computed from the key exactly as sent. The last character
+    // before the padding keeps its case, so that the trailing bits stay canonical.
+    let (head, tail) = SAMPLE_KEY.split_at(21);
+    let lower = format!("{}{tail}", head.to_ascii_lowercase());
+    let upper = format!("{}{tail}", head.to_ascii_uppercase());
+    for key in [lower, upper] {
+        let mut headers = request_headers();
+        headers.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_str(&key).unwrap());
+        let accept = validate(&headers, &ServerConfig::default()).unwrap();
+        assert_eq!(accept.accept_key, accept_key(key.as_bytes()), "{key}");
+        assert_ne!(accept.accept_key, SAMPLE_ACCEPT, "{key}");
+    }
+}
+
+#[test]
+fn header_names_are_case_insensitive() {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("HOST", "server.example.com"),
+        ("UPGRADE", "WebSocket"),
+        ("CONNECTION", "keep-alive, Upgrade"),
+        ("SEC-WEBSOCKET-KEY", SAMPLE_KEY),
+        ("sec-websocket-version", "13"),
+    ] {
+        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+        headers.append(name, HeaderValue::from_static(value));
+    }
+    let accept = validate(&headers, &ServerConfig::default()).unwrap();
+    assert_eq!(accept.accept_key, SAMPLE_ACCEPT);
 }
 
 #[test]
