@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Check Pylon's /ws/echo endpoint with the `websockets` client.
 
-Usage: echo_client.py URL, where URL is http://127.0.0.1:PORT or the full
-ws://127.0.0.1:PORT/ws/echo. Exits 0 when every check passes and 1 with the
-failed check on stderr otherwise.
+Usage: echo_client.py [--compression {none,deflate,expect-none}] URL, where URL
+is http://127.0.0.1:PORT or the full ws://127.0.0.1:PORT/ws/echo. Exits 0 when
+every check passes and 1 with the failed check on stderr otherwise.
+
+With --compression deflate the client offers permessage-deflate and requires
+the server to accept it. With expect-none it offers it and requires the server
+to decline it. With none, the default, it offers no extension.
 """
 
 import argparse
@@ -73,10 +77,28 @@ async def check_close(ws: ClientConnection) -> None:
     print(f"ok: close handshake completed with code {protocol.close_rcvd.code} on both sides")
 
 
-async def run(url: str) -> int:
-    # compression=None keeps frames plain: this peer checks framing, not permessage-deflate.
-    async with connect(url, compression=None, max_size=4 * MIB, open_timeout=STEP_TIMEOUT) as ws:
+def check_extensions(ws: ClientConnection, mode: str) -> None:
+    names = [extension.name for extension in ws.protocol.extensions]
+    header = ws.response.headers.get("Sec-WebSocket-Extensions")
+    if mode == "deflate" and names != ["permessage-deflate"]:
+        raise CheckFailed(
+            f"compression: expected permessage-deflate to be agreed, got {names} "
+            f"(response header {header!r})"
+        )
+    if mode != "deflate" and names:
+        raise CheckFailed(f"compression: expected no extension, got {names} ({header!r})")
+    print(f"ok: extensions agreed: {header or 'none'}")
+
+
+async def run(url: str, mode: str) -> int:
+    # compression=None keeps frames plain, so that the checks cover framing alone. The
+    # websockets default offer is permessage-deflate with 12-bit windows both ways.
+    compression = None if mode == "none" else "deflate"
+    async with connect(
+        url, compression=compression, max_size=4 * MIB, open_timeout=STEP_TIMEOUT
+    ) as ws:
         print(f"connected to {url}")
+        check_extensions(ws, mode)
         await check_echo(ws, "ASCII text", "hello, pylon")
         await check_echo(ws, "multi-byte UTF-8 text", "héllo wörld, 日本語, 🚀🛰️")
         await check_echo(ws, "binary", bytes(range(256)))
@@ -85,6 +107,11 @@ async def run(url: str) -> int:
         await check_echo(ws, "1 MiB binary", os.urandom(MIB))
         # 4-byte characters make frame and read boundaries likely to split a code point.
         await check_echo(ws, "1 MiB UTF-8 text", "ab🚀" * (MIB // 6))
+        # Repeated text compresses well, and the repeat tests context takeover.
+        repeated = "the same compressible line of text, again and again\n" * 2000
+        await check_echo(ws, "compressible text", repeated)
+        await check_echo(ws, "the same compressible text again", repeated)
+        await check_echo(ws, "1 MiB of zeros", bytes(MIB))
         await check_ping(ws)
         await check_close(ws)
     return 0
@@ -93,11 +120,18 @@ async def run(url: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Check Pylon's WebSocket echo endpoint.")
     parser.add_argument("url", help="server URL on loopback, e.g. http://127.0.0.1:8080")
+    parser.add_argument(
+        "--compression",
+        choices=["none", "deflate", "expect-none"],
+        default="none",
+        help="none: offer no compression (default); deflate: offer permessage-deflate and "
+        "require it; expect-none: offer it and require the server to decline",
+    )
     args = parser.parse_args()
 
     try:
         url = websocket_url(args.url, "/ws/echo")
-        asyncio.run(run(url))
+        asyncio.run(run(url, args.compression))
     except UrlError as error:
         print(f"echo_client: {error}", file=sys.stderr)
         return 2

@@ -33,19 +33,20 @@ async def echo(ws: ServerConnection) -> None:
     log.info("connection from %s closed: code %s", peer, ws.close_code)
 
 
-async def run(port: int, max_size: int) -> None:
+async def run(port: int, max_size: int, compression: str | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     # compression=None keeps frames uncompressed even when the client offers
-    # permessage-deflate. ping_interval=None turns off this server's keepalive pings.
+    # permessage-deflate, and "deflate" accepts it with the websockets defaults.
+    # ping_interval=None turns off this server's keepalive pings.
     async with serve(
         echo,
         "127.0.0.1",
         port,
-        compression=None,
+        compression=compression,
         max_size=max_size,
         ping_interval=None,
     ) as server:
@@ -70,6 +71,12 @@ def main() -> int:
         default=DEFAULT_MAX_SIZE,
         help=f"maximum incoming message size in bytes (default {DEFAULT_MAX_SIZE})",
     )
+    parser.add_argument(
+        "--compression",
+        choices=["none", "deflate"],
+        default="none",
+        help="none: decline permessage-deflate (default); deflate: accept it",
+    )
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f"invalid --port {args.port}: expected 0 to 65535")
@@ -80,7 +87,8 @@ def main() -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        asyncio.run(run(args.port, args.max_size))
+        compression = None if args.compression == "none" else "deflate"
+        asyncio.run(run(args.port, args.max_size, compression))
     except OSError as error:
         print(f"echo_server: failed to listen on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
         return 1

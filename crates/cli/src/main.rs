@@ -1,5 +1,6 @@
-//! The `pylon` binary: runs a node (`pylon serve`).
+//! The `pylon` binary: runs a node (`pylon serve`) and load-tests one (`pylon bench`).
 
+mod bench;
 mod metrics;
 mod serve;
 mod web;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Serve the chat, the echo endpoint, health checks and metrics.
     Serve(ServeArgs),
+    /// Load-test a running node: echo throughput and latency, or idle connection capacity.
+    Bench(bench::BenchArgs),
 }
 
 /// Options of `pylon serve`.
@@ -68,6 +71,21 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(crate) allow_origins: Vec<String>,
+
+    /// Turn off permessage-deflate: offers of compression are declined and every WebSocket
+    /// runs uncompressed.
+    #[arg(long, env = "PYLON_NO_COMPRESSION")]
+    pub(crate) no_compression: bool,
+
+    /// Maximum window of the server's compressor, in bits (9 to 15). A smaller window uses
+    /// less memory per connection and usually compresses less; zlib cannot compress with 8.
+    #[arg(
+        long,
+        env = "PYLON_COMPRESSION_WINDOW_BITS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u8).range(9..=15)
+    )]
+    pub(crate) compression_window_bits: u8,
 }
 
 impl ServeArgs {
@@ -119,11 +137,18 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    let serve_args = match cli.command {
+        Command::Serve(args) => args,
+        // The benchmark builds its own runtime, sized by --threads.
+        Command::Bench(args) => return bench::run(args),
+    };
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the tokio runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(args)),
-    }
+    let result = runtime.block_on(serve::run(serve_args));
+    // Connections still open after the drain are dropped here instead of holding up the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }

@@ -2,6 +2,9 @@
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+/// WebSocket endpoints of a node, as they appear in the `endpoint` label.
+pub(crate) const ENDPOINTS: [&str; 2] = ["chat", "echo"];
+
 /// Counters and gauges of one node. Cloning shares the same series.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -20,8 +23,8 @@ pub(crate) struct Metrics {
     pub(crate) bytes_sent: IntCounterVec,
     /// Rejected WebSocket handshakes, by reason.
     pub(crate) handshake_failures: IntCounterVec,
-    /// Messages dropped because a client's outbound queue was full.
-    pub(crate) outbound_dropped: IntCounter,
+    /// Connections closed with 1013 because their outbound queue was full.
+    pub(crate) slow_consumer_closes: IntCounter,
     /// HTTP requests, by route and status code.
     pub(crate) http_requests: IntCounterVec,
 }
@@ -84,9 +87,9 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
-            outbound_dropped: IntCounter::new(
-                "pylon_ws_outbound_dropped_total",
-                "Messages dropped because a client's outbound queue was full.",
+            slow_consumer_closes: IntCounter::new(
+                "pylon_ws_slow_consumer_closes_total",
+                "Connections closed because their outbound queue was full.",
             )
             .expect("valid metric"),
             http_requests: IntCounterVec::new(
@@ -97,6 +100,20 @@ impl Metrics {
             registry,
         };
         metrics.register_all();
+        // Series of known endpoints exist from the start, so a dashboard or an alert sees 0
+        // instead of no data before the first connection.
+        for endpoint in ENDPOINTS {
+            metrics.connections_open.with_label_values(&[endpoint]);
+            for family in [
+                &metrics.connections_total,
+                &metrics.messages_received,
+                &metrics.messages_sent,
+                &metrics.bytes_received,
+                &metrics.bytes_sent,
+            ] {
+                family.with_label_values(&[endpoint]);
+            }
+        }
         metrics
     }
 
@@ -109,7 +126,7 @@ impl Metrics {
             Box::new(self.bytes_received.clone()),
             Box::new(self.bytes_sent.clone()),
             Box::new(self.handshake_failures.clone()),
-            Box::new(self.outbound_dropped.clone()),
+            Box::new(self.slow_consumer_closes.clone()),
             Box::new(self.http_requests.clone()),
         ];
         for collector in collectors {
@@ -148,6 +165,15 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_lists_endpoints_before_any_traffic() {
+        let text = Metrics::new().render();
+        for endpoint in ENDPOINTS {
+            let line = format!("pylon_ws_connections_open{{endpoint=\"{endpoint}\"}} 0");
+            assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+        }
+    }
 
     #[test]
     fn render_lists_counted_series() {

@@ -14,9 +14,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError, SqliteStore};
+use pylon_proto::DeflateConfig;
 use pylon_proto::handshake::OriginPolicy;
 use pylon_ws::server::{PendingUpgrade, ServerConfig};
-use pylon_ws::{CloseCode, FullPolicy, Message, Sender, WebSocket};
+use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -46,6 +47,8 @@ struct Node {
 
 /// Runs a node until SIGTERM or Ctrl-C, then drains it.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Every option is checked before the node starts, so a bad value never surfaces at shutdown.
+    let drain_timeout = args.drain_timeout()?;
     let data_dir = args.resolve_data_dir()?;
     std::fs::create_dir_all(&data_dir).with_context(|| {
         format!(
@@ -83,7 +86,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     let local = listener.local_addr()?;
     info!(address = %local, data_dir = %data_dir.display(), "pylon node listening");
-    info!("open http://{local}/ in a browser for the chat");
+    info!("open http://{local}/chat in a browser for the chat");
 
     tokio::select! {
         () = accept_loop(&node, listener) => {}
@@ -91,7 +94,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             info!(signal, "shutting down: no new connections");
         }
     }
-    drain(&node, args.drain_timeout()?).await;
+    drain(&node, drain_timeout).await;
     info!("pylon node stopped");
     Ok(())
 }
@@ -108,12 +111,17 @@ fn websocket_configs(args: &ServeArgs) -> anyhow::Result<(ServerConfig, ServerCo
         handshake_timeout: args.handshake_timeout()?,
         ..pylon_ws::Config::default()
     };
+    let deflate = (!args.no_compression).then(|| DeflateConfig {
+        max_window_bits: args.compression_window_bits,
+        ..DeflateConfig::default()
+    });
     let handshake = pylon_proto::handshake::ServerConfig {
         origins: if args.allow_origins.is_empty() {
             OriginPolicy::Any
         } else {
             OriginPolicy::AllowList(args.allow_origins.clone())
         },
+        deflate,
         ..Default::default()
     };
     let echo = ServerConfig {
@@ -238,6 +246,8 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Full<Byt
             only_get(&req).unwrap_or_else(|| readiness(&node)),
         ),
         "/metrics" => ("/metrics", only_get(&req).unwrap_or_else(|| metrics(&node))),
+        // Browsers ask for an icon on every page; answering without one keeps 404s meaningful.
+        "/favicon.ico" => ("/favicon.ico", empty(StatusCode::NO_CONTENT)),
         _ => match web::find(&path) {
             Some(asset) => (
                 asset.path,
@@ -283,6 +293,12 @@ fn metrics(node: &Node) -> Response<Full<Bytes>> {
         "text/plain; version=0.0.4; charset=utf-8",
         node.metrics.render().as_bytes(),
     )
+}
+
+fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -409,6 +425,7 @@ async fn echo(node: &Node, ws: &mut WebSocket<TcpStream>) {
 /// broadcasts through the connection's outbound queue.
 async fn chat(node: &Node, conn_id: u64, ws: &mut WebSocket<TcpStream>) {
     let outbound = Arc::new(WsOutbound {
+        conn_id,
         sender: ws.sender(),
         metrics: node.metrics.clone(),
     });
@@ -435,6 +452,7 @@ async fn chat(node: &Node, conn_id: u64, ws: &mut WebSocket<TcpStream>) {
 
 /// Delivers chat events into a WebSocket's bounded outbound queue.
 struct WsOutbound {
+    conn_id: u64,
     sender: Sender,
     metrics: Metrics,
 }
@@ -447,15 +465,18 @@ impl Outbound for WsOutbound {
                 self.metrics.sent("chat", len);
                 Ok(())
             }
-            Err(error) => {
-                if self.sender.is_closed() {
-                    Err(OutboundError::Closed)
-                } else {
-                    debug!(%error, "chat message not queued");
-                    self.metrics.outbound_dropped.inc();
-                    Err(OutboundError::Full)
-                }
+            Err(TrySendError::Full(_)) => {
+                // The chat endpoint's policy closes a connection whose queue is full: the
+                // client rejoins with `since` and recovers what it missed from the store.
+                warn!(
+                    conn_id = self.conn_id,
+                    capacity = CHAT_OUTBOUND_CAPACITY,
+                    "chat client reads too slowly; closing it with 1013"
+                );
+                self.metrics.slow_consumer_closes.inc();
+                Err(OutboundError::Full)
             }
+            Err(_) => Err(OutboundError::Closed),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{Server, python, repo_root, run_with_timeout};
 use pylon_ws::client::{ClientConfig, connect};
-use pylon_ws::{CloseCode, Message};
+use pylon_ws::{CloseCode, DeflateConfig, Message};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,18 +18,43 @@ fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-#[test]
-fn python_client_against_pylon_echo() {
+/// Runs echo_client.py with `--compression mode` against a node started with
+/// `server_args`.
+fn run_python_echo_client(server_args: &[&str], mode: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), server_args);
     let script = repo_root().join("tests/python/echo_client.py");
     let (status, output) = run_with_timeout(
         Command::new(python())
             .arg(script)
+            .args(["--compression", mode])
             .arg(server.url("/ws/echo")),
         Duration::from_secs(60),
     );
-    assert!(status.success(), "echo_client.py failed:\n{output}");
+    assert!(
+        status.success(),
+        "echo_client.py --compression {mode} failed:\n{output}"
+    );
+}
+
+#[test]
+fn python_client_against_pylon_echo() {
+    run_python_echo_client(&[], "none");
+}
+
+#[test]
+fn python_client_compressed_against_pylon_echo() {
+    run_python_echo_client(&[], "deflate");
+}
+
+#[test]
+fn python_client_compressed_small_window() {
+    run_python_echo_client(&["--compression-window-bits", "9"], "deflate");
+}
+
+#[test]
+fn python_client_against_pylon_without_compression() {
+    run_python_echo_client(&["--no-compression"], "expect-none");
 }
 
 #[test]
@@ -48,10 +73,36 @@ fn python_client_against_pylon_chat() {
 
 #[tokio::test]
 async fn pylon_client_against_python_server() {
+    pylon_client_against_python_server_with("none", ClientConfig::default()).await;
+}
+
+#[tokio::test]
+async fn pylon_client_compressed_against_python_server() {
+    pylon_client_against_python_server_with("deflate", ClientConfig::default()).await;
+}
+
+#[tokio::test]
+async fn pylon_client_resetting_against_python_server() {
+    let config = ClientConfig {
+        compression: Some(DeflateConfig {
+            no_context_takeover: true,
+            peer_no_context_takeover: true,
+            max_window_bits: 10,
+            min_message_size: 0,
+            ..DeflateConfig::default()
+        }),
+        ..ClientConfig::default()
+    };
+    pylon_client_against_python_server_with("deflate", config).await;
+}
+
+/// Runs the echo checks of the Pylon client against echo_server.py started with
+/// `--compression mode`.
+async fn pylon_client_against_python_server_with(mode: &str, config: ClientConfig) {
     let port = free_port();
     let mut child = Command::new(python())
         .arg(repo_root().join("tests/python/echo_server.py"))
-        .args(["--port", &port.to_string()])
+        .args(["--port", &port.to_string(), "--compression", mode])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start echo_server.py");
@@ -70,14 +121,24 @@ async fn pylon_client_against_python_server() {
 
     let result = async {
         let url = format!("ws://127.0.0.1:{port}/");
-        let (mut ws, _) = connect(&url, ClientConfig::default()).await?;
+        let (mut ws, _) = connect(&url, config).await?;
+        let agreed = ws.compression().map(|deflate| deflate.params.to_string());
+        if mode == "deflate" {
+            assert!(agreed.is_some(), "the Python server declined compression");
+        } else {
+            assert_eq!(agreed, None);
+        }
         let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let repeated = "a line that compresses well with context takeover\n".repeat(3000);
         let messages = [
             Message::text("hello"),
             Message::text("ünïcödé ✓ 𝄞"),
             Message::text(""),
             Message::binary(vec![0u8, 255, 7]),
             Message::binary(big),
+            Message::text(repeated.clone()),
+            Message::text(repeated),
+            Message::binary(vec![0u8; 4 << 20]),
         ];
         for msg in messages {
             ws.send(msg.clone()).await?;

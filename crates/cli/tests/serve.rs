@@ -61,6 +61,8 @@ async fn pages_health_and_metrics() {
     assert!(body.contains("/ws/chat"), "chat page does not use /ws/chat");
     let (status, _) = http_get(server.addr, "/no-such-page").await;
     assert_eq!(status, 404);
+    let (status, _) = http_get(server.addr, "/favicon.ico").await;
+    assert_eq!(status, 204);
     let post = common::raw_exchange(
         server.addr,
         b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

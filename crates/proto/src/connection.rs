@@ -5,6 +5,7 @@ use std::mem;
 use bytes::{Buf, Bytes, BytesMut};
 use rand::Rng;
 
+use crate::deflate::{Deflater, Inflater, PerMessageDeflate};
 use crate::frame::{self, FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use crate::utf8::{Utf8Prefix, check_utf8_prefix};
@@ -30,10 +31,13 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// buffered. Exceeding one fails the connection with close code 1009.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum payload of one received frame, in bytes. Default 16 MiB.
+    /// Maximum payload of one received frame, in bytes. Default 16 MiB. A frame of a
+    /// compressed message may be one eighth plus 64 bytes longer, because compressing
+    /// incompressible data makes it slightly longer.
     pub max_frame_size: usize,
     /// Maximum payload of one received message, all its fragments together, in bytes.
-    /// Default 16 MiB. The message buffer never grows above this.
+    /// Default 16 MiB. The message buffer never grows above this, except by one byte while
+    /// a compressed message is decompressed, which shows that the output exceeds it.
     pub max_message_size: usize,
 }
 
@@ -56,8 +60,12 @@ pub struct Config {
     pub auto_pong: bool,
     /// Maximum payload of one sent data frame, in bytes. A longer message is split into
     /// fragments. `None`, the default, sends every message as one frame. `Some(0)` is
-    /// treated as `Some(1)`.
+    /// treated as `Some(1)`. With compression, the limit applies to the compressed bytes.
     pub max_send_frame_size: Option<usize>,
+    /// permessage-deflate as negotiated in the handshake, or `None`, the default, for no
+    /// compression. [`crate::handshake::Accept::deflate`] and
+    /// [`crate::handshake::Negotiated::deflate`] contain the value to set here.
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 impl Default for Config {
@@ -66,6 +74,7 @@ impl Default for Config {
             limits: Limits::default(),
             auto_pong: true,
             max_send_frame_size: None,
+            deflate: None,
         }
     }
 }
@@ -108,7 +117,14 @@ struct PayloadProgress {
 ///
 /// It has no I/O handle and no clock. [`Connection::decode`] takes received bytes,
 /// [`Connection::encode`] and [`Connection::write_pending`] produce bytes to send. While no
-/// message is partly received and nothing is pending, it owns no heap allocation.
+/// message is partly received and nothing is pending, it owns no heap allocation, except
+/// for the compressor and decompressor of permessage-deflate where context takeover keeps
+/// them between messages.
+///
+/// With [`Config::deflate`] set, data messages of at least
+/// [`PerMessageDeflate::min_message_size`] bytes are sent compressed, and received
+/// messages with RSV1 set are decompressed as their payload arrives. The decompressed size
+/// is checked against [`Limits::max_message_size`] while it grows.
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
@@ -128,6 +144,16 @@ pub struct Connection {
     message: BytesMut,
     /// Length of the prefix of `message` that is checked, complete UTF-8 (text only).
     utf8_checked: usize,
+    /// The message being assembled had RSV1 set on its first frame, so its payload is
+    /// compressed.
+    message_compressed: bool,
+    /// Compressor of sent messages, created on first use and dropped after each message
+    /// without context takeover. Boxed because the zlib-rs stream state is large and a
+    /// connection without compression needs no room for it.
+    deflater: Option<Box<Deflater>>,
+    /// Decompressor of received messages, created on first use and dropped after each
+    /// message without context takeover. Boxed like `deflater`.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Connection {
@@ -144,6 +170,9 @@ impl Connection {
             payload: None,
             message: BytesMut::new(),
             utf8_checked: 0,
+            message_compressed: false,
+            deflater: None,
+            inflater: None,
         }
     }
 
@@ -277,20 +306,33 @@ impl Connection {
 
     /// Checks the header fields whose validity depends on the connection.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        // No extension is negotiated, so every RSV bit must be clear (RFC 6455 section 5.2).
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // Only permessage-deflate defines a reserved bit, RSV1 (RFC 6455 section 5.2).
+        if header.rsv2 || header.rsv3 || (header.rsv1 && self.config.deflate.is_none()) {
             return Err(ProtocolError::ReservedBits);
+        }
+        // RSV1 marks a compressed message on its first frame only (RFC 7692 section 6).
+        if header.rsv1 && header.opcode.is_control() {
+            return Err(ProtocolError::CompressedControlFrame);
+        }
+        if header.rsv1 && header.opcode == OpCode::CONTINUATION {
+            return Err(ProtocolError::CompressedContinuation);
         }
         match (self.role, header.mask.is_some()) {
             (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
             (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
             _ => {}
         }
-        let limits = &self.config.limits;
-        if header.payload_len > limits.max_frame_size as u64 {
+        let compressed =
+            header.rsv1 || (header.opcode == OpCode::CONTINUATION && self.message_compressed);
+        let max = if compressed {
+            compressed_frame_limit(self.config.limits.max_frame_size)
+        } else {
+            self.config.limits.max_frame_size
+        };
+        if header.payload_len > max as u64 {
             return Err(ProtocolError::FrameTooLarge {
                 size: header.payload_len,
-                max: limits.max_frame_size,
+                max,
             });
         }
         Ok(())
@@ -305,12 +347,17 @@ impl Connection {
             }
         } else if self.message_kind.is_some() {
             return Err(ProtocolError::ExpectedContinuation);
+        } else {
+            self.message_compressed = header.rsv1;
         }
 
-        let size = self.message.len() as u64 + header.payload_len;
-        let max = self.config.limits.max_message_size;
-        if size > max as u64 {
-            return Err(ProtocolError::MessageTooLarge { size, max });
+        // The decompressed size of a compressed message is checked as it grows instead.
+        if !self.message_compressed {
+            let size = self.message.len() as u64 + header.payload_len;
+            let max = self.config.limits.max_message_size;
+            if size > max as u64 {
+                return Err(ProtocolError::MessageTooLarge { size, max });
+            }
         }
 
         if header.opcode == OpCode::TEXT {
@@ -329,6 +376,9 @@ impl Connection {
         mut progress: PayloadProgress,
         src: &mut BytesMut,
     ) -> Result<bool, ProtocolError> {
+        if self.message_compressed {
+            return self.read_compressed_payload(progress, src);
+        }
         // `remaining` fits in usize once it is at most `src.len()`.
         let count = progress.remaining.min(src.len() as u64) as usize;
         if count > 0 {
@@ -407,6 +457,7 @@ impl Connection {
     fn take_message(&mut self) -> Message {
         let data = mem::take(&mut self.message).freeze();
         self.utf8_checked = 0;
+        self.message_compressed = false;
         match self.message_kind.take() {
             Some(DataKind::Text) => {
                 // SAFETY: `check_text` verified the whole message when its last frame ended.
@@ -436,8 +487,9 @@ impl Connection {
     }
 
     fn on_close_received(&mut self, code: Option<CloseCode>) {
-        // A message the close interrupted will never complete.
+        // A message the close interrupted will never complete, and no data follows.
         self.release_message();
+        self.inflater = None;
         self.state = match self.state {
             State::CloseSent => State::Closed,
             _ => {
@@ -473,6 +525,7 @@ impl Connection {
         self.message_kind = None;
         self.payload = None;
         self.utf8_checked = 0;
+        self.message_compressed = false;
     }
 
     /// Fails the connection (RFC 6455 section 7.1.7): stops decoding and queues a close
@@ -481,6 +534,8 @@ impl Connection {
         tracing::debug!(error = %err, code = err.close_code().0, "websocket protocol fault");
         self.failed = true;
         self.release_message();
+        self.inflater = None;
+        self.deflater = None;
         self.pending_pongs = BytesMut::new();
         if !matches!(self.state, State::CloseSent | State::Closed) {
             self.queued_close = Some(Some(err.close_code()));
@@ -503,6 +558,8 @@ impl Connection {
     }
 
     fn on_close_sent(&mut self) {
+        // No data message follows a close frame.
+        self.deflater = None;
         self.state = match self.state {
             State::CloseReceived | State::Closed => State::Closed,
             State::Open | State::CloseSent => State::CloseSent,
@@ -512,6 +569,11 @@ impl Connection {
     /// Encodes `msg` into `dst` as one frame, or as fragments of at most
     /// [`Config::max_send_frame_size`] bytes for a data message. As a client every frame is
     /// masked with a fresh random key (RFC 6455 section 5.3).
+    ///
+    /// With permessage-deflate negotiated, a text or binary message of at least
+    /// [`PerMessageDeflate::min_message_size`] bytes is compressed, and RSV1 is set on its
+    /// first frame. A message whose compressed form is not shorter is sent uncompressed,
+    /// and the compressor is then dropped so that its window matches what the peer saw.
     ///
     /// Sending a close frame moves the state to [`State::CloseSent`], or to
     /// [`State::Closed`] if the peer's close was received; it replaces a queued automatic
@@ -560,33 +622,62 @@ impl Connection {
     }
 
     fn write_data(&mut self, dst: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
+        match self.compress(payload) {
+            Some(compressed) => self.write_fragments(dst, opcode, &compressed, true),
+            None => self.write_fragments(dst, opcode, payload, false),
+        }
+    }
+
+    /// Writes a data message as one frame or as fragments, with RSV1 on the first frame
+    /// when `compressed`.
+    fn write_fragments(
+        &self,
+        dst: &mut BytesMut,
+        opcode: OpCode,
+        payload: &[u8],
+        compressed: bool,
+    ) {
         let fragment_size = match self.config.max_send_frame_size {
             Some(size) if payload.len() > size.max(1) => size.max(1),
             _ => {
-                self.write_frame(dst, true, opcode, payload);
+                self.write_frame_rsv1(dst, true, compressed, opcode, payload);
                 return;
             }
         };
         let fragments = payload.len().div_ceil(fragment_size);
         dst.reserve(payload.len() + fragments * FrameHeader::MAX_LEN);
         let mut opcode = opcode;
+        let mut rsv1 = compressed;
         let mut chunks = payload.chunks(fragment_size).peekable();
         while let Some(chunk) = chunks.next() {
             let fin = chunks.peek().is_none();
-            self.write_frame(dst, fin, opcode, chunk);
+            self.write_frame_rsv1(dst, fin, rsv1, opcode, chunk);
             opcode = OpCode::CONTINUATION;
+            rsv1 = false;
         }
     }
 
     /// Writes one frame, masked with a fresh key as a client.
     fn write_frame(&self, dst: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.write_frame_rsv1(dst, fin, false, opcode, payload);
+    }
+
+    /// Writes one frame with the given RSV1 bit, masked with a fresh key as a client.
+    fn write_frame_rsv1(
+        &self,
+        dst: &mut BytesMut,
+        fin: bool,
+        rsv1: bool,
+        opcode: OpCode,
+        payload: &[u8],
+    ) {
         let mask = match self.role {
             Role::Client => Some(rand::rng().random::<[u8; 4]>()),
             Role::Server => None,
         };
         let header = FrameHeader {
             fin,
-            rsv1: false,
+            rsv1,
             rsv2: false,
             rsv3: false,
             opcode,
@@ -601,6 +692,17 @@ impl Connection {
             apply_mask(&mut dst[start..], key, 0);
         }
     }
+}
+
+/// Returns the payload limit for a frame of a compressed message: `max_frame_size` plus
+/// one eighth and 64 bytes. DEFLATE can make incompressible data longer (by at most one
+/// eighth with fixed Huffman codes), so a peer may send a message of `max_frame_size`
+/// bytes as a longer compressed frame. The payload is decompressed as it arrives rather
+/// than buffered, so the headroom costs no memory.
+fn compressed_frame_limit(max_frame_size: usize) -> usize {
+    max_frame_size
+        .saturating_add(max_frame_size / 8)
+        .saturating_add(64)
 }
 
 /// Parses and validates a received close frame payload (RFC 6455 section 5.5.1).
@@ -634,5 +736,6 @@ fn close_payload(frame: &CloseFrame) -> Result<Vec<u8>, SendError> {
     Ok(payload)
 }
 
+mod compressed;
 #[cfg(test)]
 mod tests;

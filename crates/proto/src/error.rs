@@ -10,9 +10,21 @@ use crate::CloseCode;
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
     /// RSV1, RSV2 or RSV3 was set but no extension that defines them was negotiated
-    /// (RFC 6455 section 5.2).
-    #[error("frame has reserved bits set but no extension was negotiated")]
+    /// (RFC 6455 section 5.2). permessage-deflate defines only RSV1.
+    #[error("frame has reserved bits set but no extension that defines them was negotiated")]
     ReservedBits,
+    /// A control frame had RSV1 set while permessage-deflate was negotiated, which only
+    /// data messages may use (RFC 7692 section 6.1).
+    #[error("control frame has RSV1 set, but only data messages can be compressed")]
+    CompressedControlFrame,
+    /// A continuation frame had RSV1 set, which permessage-deflate allows on the first
+    /// frame of a message only (RFC 7692 section 6.1).
+    #[error("continuation frame has RSV1 set, which only the first frame of a message may set")]
+    CompressedContinuation,
+    /// A compressed message was not valid DEFLATE data. RFC 7692 section 8.1 names no
+    /// close code for this, and 1007 (invalid payload data) is the usual choice.
+    #[error("compressed message is not valid DEFLATE data")]
+    InvalidCompressedData,
     /// The opcode is one of the reserved values 0x3-0x7 or 0xB-0xF (RFC 6455 section 5.2).
     #[error("frame has reserved opcode {0:#x}")]
     ReservedOpcode(u8),
@@ -64,7 +76,8 @@ pub enum ProtocolError {
         /// Configured limit.
         max: usize,
     },
-    /// A message grew above [`crate::Limits::max_message_size`].
+    /// A message grew above [`crate::Limits::max_message_size`]. For a compressed message
+    /// the limit applies to the decompressed size, which is checked as it grows.
     #[error(
         "message would be {size} bytes, the limit is {max} (raise max_message_size to accept it)"
     )]
@@ -77,13 +90,14 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// Returns the close code that reports this fault to the peer: 1007 for invalid UTF-8,
-    /// 1009 for exceeded size limits, 1002 for everything else.
+    /// Returns the close code that reports this fault to the peer: 1007 for invalid UTF-8
+    /// and invalid compressed data, 1009 for exceeded size limits, 1002 for everything
+    /// else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
@@ -95,6 +109,9 @@ impl ProtocolError {
     pub fn label(&self) -> &'static str {
         match self {
             ProtocolError::ReservedBits => "reserved_bits",
+            ProtocolError::CompressedControlFrame => "compressed_control_frame",
+            ProtocolError::CompressedContinuation => "compressed_continuation",
+            ProtocolError::InvalidCompressedData => "invalid_compressed_data",
             ProtocolError::ReservedOpcode(_) => "reserved_opcode",
             ProtocolError::FragmentedControl => "fragmented_control",
             ProtocolError::ControlTooLong(_) => "control_too_long",

@@ -7,8 +7,9 @@
 //! Client side: [`ClientRequest`] contains a random key and the offered subprotocols, builds
 //! the request headers and verifies the server's response.
 //!
-//! No extension is negotiated: the server ignores `Sec-WebSocket-Extensions` in requests,
-//! and the client rejects it in responses.
+//! The only extension is permessage-deflate (RFC 7692, see [`crate::deflate`]), negotiated
+//! when [`ServerConfig::deflate`] or [`ClientRequest::deflate`] is set. A server ignores
+//! other extension offers, and a client rejects every extension it did not offer.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,6 +21,9 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use rand::Rng;
 use sha1::{Digest, Sha1};
+
+use crate::Role;
+use crate::deflate::{self, DeflateConfig, PerMessageDeflate};
 
 /// GUID appended to the client key before hashing (RFC 6455 section 1.3).
 pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -44,6 +48,9 @@ pub struct ServerConfig {
     pub protocols: Vec<String>,
     /// Policy for the request's `Origin` header.
     pub origins: OriginPolicy,
+    /// permessage-deflate settings, or `None`, the default, to decline every offer of
+    /// compression.
+    pub deflate: Option<DeflateConfig>,
 }
 
 /// Set of request origins that the server accepts (RFC 6455 section 10.2).
@@ -70,11 +77,15 @@ pub struct Accept {
     pub accept_key: String,
     /// Selected subprotocol, or `None` if the client offered none that the server supports.
     pub protocol: Option<String>,
+    /// Agreed permessage-deflate, or `None` if compression is off or no offer was
+    /// acceptable. Set it as [`crate::Config::deflate`] of the server's connection.
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 impl Accept {
     /// Builds the `101 Switching Protocols` response with the `Upgrade`, `Connection`,
-    /// `Sec-WebSocket-Accept` and, if one was selected, `Sec-WebSocket-Protocol` headers.
+    /// `Sec-WebSocket-Accept` and, if one was selected, `Sec-WebSocket-Protocol` headers,
+    /// and `Sec-WebSocket-Extensions` if permessage-deflate was agreed.
     pub fn response(&self) -> Response<()> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -90,6 +101,12 @@ impl Accept {
             && let Ok(value) = HeaderValue::from_str(protocol)
         {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        // The parameters are tokens and digits, so the value is a valid header value.
+        if let Some(deflate) = &self.deflate
+            && let Ok(value) = HeaderValue::from_str(&deflate.params.to_string())
+        {
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
         }
         response
     }
@@ -152,9 +169,13 @@ pub enum HandshakeError {
     /// The server selected a subprotocol that the client did not offer, or several.
     #[error("server selected subprotocol {0:?}, which the client did not offer")]
     UnknownProtocol(String),
-    /// The server returned `Sec-WebSocket-Extensions`, but the client offers none.
+    /// The server selected an extension that the client did not offer.
     #[error("server selected extension {0:?}, which the client did not offer")]
     UnexpectedExtension(String),
+    /// The server's permessage-deflate parameters are malformed or do not fit the offer
+    /// (RFC 7692 section 7.1).
+    #[error("server response has invalid permessage-deflate parameters: {0}")]
+    InvalidExtension(String),
     /// A value for a client request header was not valid: a host with control
     /// characters, or a subprotocol that is not an HTTP token.
     #[error("invalid value {0:?} for a websocket request header, expected an HTTP token or host")]
@@ -190,7 +211,8 @@ impl HandshakeError {
             | HandshakeError::MissingAccept
             | HandshakeError::AcceptMismatch
             | HandshakeError::UnknownProtocol(_)
-            | HandshakeError::UnexpectedExtension(_) => StatusCode::BAD_GATEWAY,
+            | HandshakeError::UnexpectedExtension(_)
+            | HandshakeError::InvalidExtension(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -213,6 +235,7 @@ impl HandshakeError {
             HandshakeError::AcceptMismatch => "accept_mismatch",
             HandshakeError::UnknownProtocol(_) => "unknown_protocol",
             HandshakeError::UnexpectedExtension(_) => "unexpected_extension",
+            HandshakeError::InvalidExtension(_) => "invalid_extension",
             HandshakeError::InvalidHeaderValue(_) => "invalid_header_value",
         }
     }
@@ -263,6 +286,11 @@ impl HandshakeError {
 /// first entry of [`ServerConfig::protocols`] that the client offered is selected. No
 /// match is not an error: the response then has no `Sec-WebSocket-Protocol` header.
 ///
+/// With [`ServerConfig::deflate`] set, the first acceptable permessage-deflate offer in the
+/// client's order is accepted. An offer with unknown, repeated or invalid parameters, or
+/// one that requests an 8-bit window for the server's compressor, is declined. The
+/// connection then runs uncompressed, and the handshake does not fail.
+///
 /// # Errors
 ///
 /// Returns the [`HandshakeError`] of the first failed check.
@@ -294,9 +322,14 @@ pub fn validate_request(
     check_origin(headers, &cfg.origins)?;
 
     let protocol = select_protocol(headers, &cfg.protocols);
+    let deflate = cfg.deflate.as_ref().and_then(|config| {
+        deflate::negotiate_server(headers, config)
+            .map(|params| PerMessageDeflate::new(Role::Server, params, config))
+    });
     Ok(Accept {
         accept_key: accept_key(key),
         protocol,
+        deflate,
     })
 }
 
@@ -400,28 +433,51 @@ fn is_token(value: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
 
-/// Client side of the opening handshake: the request key and the offered subprotocols.
+/// Client side of the opening handshake: the request key, the offered subprotocols and
+/// the offered compression.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRequest {
     /// `Sec-WebSocket-Key`: base64 of 16 random bytes (RFC 6455 section 4.1).
     pub key: String,
     /// Offered subprotocols, in client preference order.
     pub protocols: Vec<String>,
+    /// permessage-deflate settings to offer, or `None` to offer no compression. With it
+    /// set, check the response with [`ClientRequest::verify`], which returns the agreed
+    /// compression.
+    pub deflate: Option<DeflateConfig>,
+}
+
+/// Subprotocol and compression agreed in a valid server response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Selected subprotocol, if any.
+    pub protocol: Option<String>,
+    /// Agreed permessage-deflate, or `None` if the server declined it or none was offered.
+    /// Set it as [`crate::Config::deflate`] of the client's connection.
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 impl ClientRequest {
-    /// Creates a request with a fresh random key from the thread-local CSPRNG.
+    /// Creates a request with a fresh random key from the thread-local CSPRNG, offering no
+    /// compression.
     pub fn new(protocols: Vec<String>) -> Self {
         let nonce: [u8; 16] = rand::rng().random();
         ClientRequest {
             key: BASE64.encode(nonce),
             protocols,
+            deflate: None,
         }
     }
 
+    /// Sets the permessage-deflate settings to offer (`None` offers no compression).
+    pub fn with_deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
     /// Builds the upgrade request headers: `Host`, `Upgrade`, `Connection`,
-    /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version` and, if any protocol is offered,
-    /// `Sec-WebSocket-Protocol`.
+    /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version`, `Sec-WebSocket-Protocol` if any
+    /// protocol is offered, and `Sec-WebSocket-Extensions` if compression is offered.
     ///
     /// # Panics
     ///
@@ -464,6 +520,13 @@ impl ClientRequest {
                 HeaderValue::from_str(&joined).map_err(|_| invalid(&joined))?,
             );
         }
+        if let Some(deflate) = &self.deflate {
+            let offer = deflate::offer_header(deflate);
+            headers.insert(
+                SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_str(&offer).map_err(|_| invalid(&offer))?,
+            );
+        }
         Ok(headers)
     }
 
@@ -472,13 +535,11 @@ impl ClientRequest {
         accept_key(self.key.as_bytes())
     }
 
-    /// Verifies the server's response (RFC 6455 section 4.1) and returns the selected
-    /// subprotocol.
+    /// Verifies the server's response like [`ClientRequest::verify`] and returns the
+    /// selected subprotocol only.
     ///
-    /// Checks status 101, the `Upgrade: websocket` and `Connection: upgrade` tokens, the
-    /// `Sec-WebSocket-Accept` value, that a selected subprotocol is a single one the
-    /// client offered, and that no `Sec-WebSocket-Extensions` header is present, because
-    /// the client offers no extension.
+    /// A caller that offers compression needs the agreed parameters to configure its
+    /// connection, so it must call [`ClientRequest::verify`] instead.
     ///
     /// # Errors
     ///
@@ -488,6 +549,27 @@ impl ClientRequest {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Result<Option<String>, HandshakeError> {
+        self.verify(status, headers)
+            .map(|negotiated| negotiated.protocol)
+    }
+
+    /// Verifies the server's response (RFC 6455 section 4.1) and returns the selected
+    /// subprotocol and the agreed compression.
+    ///
+    /// Checks status 101, the `Upgrade: websocket` and `Connection: upgrade` tokens, the
+    /// `Sec-WebSocket-Accept` value, that the extensions are at most one permessage-deflate
+    /// whose parameters fit the offer (RFC 7692 section 7.1), and that a selected
+    /// subprotocol is a single one the client offered. Without an offer of compression,
+    /// any `Sec-WebSocket-Extensions` header fails.
+    ///
+    /// # Errors
+    ///
+    /// Returns the [`HandshakeError`] of the first failed check.
+    pub fn verify(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<Negotiated, HandshakeError> {
         if status != StatusCode::SWITCHING_PROTOCOLS {
             return Err(HandshakeError::UnexpectedStatus(status.as_u16()));
         }
@@ -506,12 +588,17 @@ impl ClientRequest {
         {
             return Err(HandshakeError::AcceptMismatch);
         }
-        if let Some(extension) = list_elements(headers, &SEC_WEBSOCKET_EXTENSIONS).next() {
-            return Err(HandshakeError::UnexpectedExtension(
-                String::from_utf8_lossy(extension).into_owned(),
-            ));
-        }
+        let params = deflate::verify_response(headers, self.deflate.as_ref())?;
+        let deflate = params
+            .zip(self.deflate.as_ref())
+            .map(|(params, config)| PerMessageDeflate::new(Role::Client, params, config));
+        let protocol = self.selected_protocol(headers)?;
+        Ok(Negotiated { protocol, deflate })
+    }
 
+    /// Returns the subprotocol that the response selected, after checking that it is a
+    /// single one that the client offered.
+    fn selected_protocol(&self, headers: &HeaderMap) -> Result<Option<String>, HandshakeError> {
         let mut selected = list_elements(headers, &SEC_WEBSOCKET_PROTOCOL);
         let Some(protocol) = selected.next() else {
             return Ok(None);

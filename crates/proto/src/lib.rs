@@ -12,6 +12,8 @@
 //!   frame that reports a protocol fault) wait in the connection until
 //!   [`Connection::write_pending`] moves them into an output buffer.
 //! - [`frame`] and [`mask`] expose the wire format for callers that need single frames.
+//! - [`deflate`] negotiates permessage-deflate (RFC 7692). With [`Config::deflate`] set, the
+//!   connection compresses and decompresses data messages itself.
 //!
 //! A typical read loop appends received bytes to a `BytesMut`, calls `decode` until it
 //! returns `Ok(None)`, calls `write_pending` and writes the output, and closes the
@@ -45,12 +47,14 @@
 //! Received payloads are unmasked and moved into the connection's message buffer as they
 //! arrive, so a text message is checked for UTF-8 incrementally and a fault is reported at
 //! the first invalid byte. Size limits ([`Limits`]) are enforced from frame headers, before
-//! any payload is buffered.
+//! any payload is buffered. A compressed message is decompressed as its payload arrives,
+//! and its decompressed size is checked as it grows.
 
 #![warn(missing_docs)]
 
 mod close;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;
@@ -60,9 +64,12 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Config, Connection, Limits, State};
+pub use deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, OpCode};
-pub use handshake::{Accept, ClientRequest, HandshakeError, OriginPolicy, ServerConfig};
+pub use handshake::{
+    Accept, ClientRequest, HandshakeError, Negotiated, OriginPolicy, ServerConfig,
+};
 pub use message::Message;
 pub use utf8::Utf8Bytes;
 

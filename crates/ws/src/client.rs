@@ -8,8 +8,8 @@ use http::header::{
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version};
-use pylon_proto::Role;
 use pylon_proto::handshake::ClientRequest;
+use pylon_proto::{DeflateConfig, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,7 +34,7 @@ const RESERVED_HEADERS: [HeaderName; 8] = [
 ];
 
 /// Settings of a client connection.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Settings of the connection once it is open. `ws.handshake_timeout` bounds the whole
     /// of [`connect`].
@@ -45,6 +45,21 @@ pub struct ClientConfig {
     /// of the handshake itself (`Host`, `Upgrade`, `Connection` and `Sec-WebSocket-*`) are
     /// rejected. Empty by default.
     pub headers: HeaderMap,
+    /// permessage-deflate settings to offer, or `None` to offer no compression. The
+    /// connection compresses only if the server accepts. Default:
+    /// `Some(DeflateConfig::default())`.
+    pub compression: Option<DeflateConfig>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            ws: Config::default(),
+            protocols: Vec::new(),
+            headers: HeaderMap::new(),
+            compression: Some(DeflateConfig::default()),
+        }
+    }
 }
 
 /// Opens a WebSocket connection to a `ws://host[:port]/path?query` URL.
@@ -55,7 +70,8 @@ pub struct ClientConfig {
 /// are written in brackets, as in `ws://[::1]:8080/`.
 ///
 /// Returns the WebSocket and the server's response (status and headers), from which the
-/// agreed subprotocol is also available as [`WebSocket::protocol`].
+/// agreed subprotocol is also available as [`WebSocket::protocol`] and the agreed
+/// compression as [`WebSocket::compression`].
 ///
 /// # Errors
 ///
@@ -65,7 +81,8 @@ pub struct ClientConfig {
 /// - [`Error::Io`] if connecting, writing or reading fails.
 /// - [`Error::InvalidResponse`] for a response head that is malformed, larger than
 ///   16 KiB, or cut off by the server closing the connection.
-/// - [`Error::Handshake`] if the response does not accept the upgrade.
+/// - [`Error::Handshake`] if the response does not accept the upgrade, or accepts
+///   compression with parameters that do not fit the offer.
 /// - [`Error::HandshakeTimeout`] if all of this takes longer than the handshake timeout.
 pub async fn connect(
     url: &str,
@@ -176,23 +193,26 @@ async fn handshake(
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
 
-    let request = ClientRequest::new(cfg.protocols);
+    let request = ClientRequest::new(cfg.protocols).with_deflate(cfg.compression);
     let headers = request.try_headers(&target.host_header)?;
     let head = encode_request_head(&target.path, &headers, &cfg.headers);
     stream.write_all(&head).await?;
     tracing::trace!(path = %target.path, bytes = head.len(), "sent websocket upgrade request");
 
     let (response, already_read) = read_response_head(&mut stream).await?;
-    let protocol = request.verify_response(response.status(), response.headers())?;
+    let negotiated = request.verify(response.status(), response.headers())?;
     tracing::debug!(
         host = %target.host_header,
         path = %target.path,
-        protocol = protocol.as_deref(),
+        protocol = negotiated.protocol.as_deref(),
+        compression = negotiated.deflate.map(|deflate| deflate.params.to_string()),
         "websocket connected"
     );
 
-    let mut ws = WebSocket::from_raw(stream, Role::Client, cfg.ws, already_read.freeze());
-    ws.set_protocol(protocol);
+    let mut ws_config = cfg.ws;
+    ws_config.proto.deflate = negotiated.deflate;
+    let mut ws = WebSocket::from_raw(stream, Role::Client, ws_config, already_read.freeze());
+    ws.set_protocol(negotiated.protocol);
     Ok((ws, response))
 }
 

@@ -12,7 +12,8 @@ use pylon_proto::CloseCode;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Protocol settings: frame and message size limits, automatic pongs and outgoing
-    /// fragmentation. Default: [`pylon_proto::Config::default`].
+    /// fragmentation. Default: [`pylon_proto::Config::default`]. The server upgrade and
+    /// the client connect overwrite `proto.deflate` with what the handshake agreed.
     pub proto: pylon_proto::Config,
     /// Time without any bytes from the peer after which this side sends a ping.
     ///

@@ -63,7 +63,8 @@ pub enum Error {
     /// A header in `ClientConfig::headers` is one that the handshake sets itself.
     #[error(
         "header {0} is set by the websocket handshake, remove it from ClientConfig::headers \
-         (use ClientConfig::protocols for subprotocols)"
+         (use ClientConfig::protocols for subprotocols and ClientConfig::compression for \
+         permessage-deflate)"
     )]
     ReservedHeader(http::HeaderName),
     /// hyper failed to hand over the upgraded connection.

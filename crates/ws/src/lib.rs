@@ -11,6 +11,11 @@
 //! - [`server`] accepts upgrades in a hyper HTTP/1.1 server.
 //! - [`client`] connects to `ws://` URLs.
 //!
+//! Both sides negotiate permessage-deflate (RFC 7692) by default: the server accepts it
+//! and the client offers it, with [`DeflateConfig::default`]. Set
+//! `server::ServerConfig::handshake.deflate` or `client::ClientConfig::compression` to
+//! `None` to turn it off.
+//!
 //! ```no_run
 //! use pylon_ws::client::{self, ClientConfig};
 //! use pylon_ws::{CloseCode, Message};
@@ -37,8 +42,8 @@ pub use config::{Config, FullPolicy};
 pub use error::{Error, TrySendError};
 pub use outbound::Sender;
 pub use pylon_proto::{
-    CloseCode, CloseFrame, HandshakeError, Message, ProtocolError, Role, SendError, State,
-    Utf8Bytes,
+    CloseCode, CloseFrame, DeflateConfig, DeflateParams, HandshakeError, Message,
+    PerMessageDeflate, ProtocolError, Role, SendError, State, Utf8Bytes,
 };
 pub use socket::WebSocket;
 

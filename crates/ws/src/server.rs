@@ -55,8 +55,8 @@ use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pylon_proto::Role;
 use pylon_proto::handshake::{self, HandshakeError};
+use pylon_proto::{DeflateConfig, PerMessageDeflate, Role};
 use tokio::net::TcpStream;
 
 pub use pylon_proto::handshake::OriginPolicy;
@@ -64,12 +64,29 @@ pub use pylon_proto::handshake::OriginPolicy;
 use crate::{Config, Error, WebSocket};
 
 /// Settings of a WebSocket endpoint: handshake rules and connection settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Accepted subprotocols and origins.
+    /// Accepted subprotocols and origins, and the permessage-deflate settings
+    /// (`handshake.deflate`, `None` to decline compression).
     pub handshake: handshake::ServerConfig,
-    /// Settings of each accepted connection.
+    /// Settings of each accepted connection. The handshake sets `ws.proto.deflate` of each
+    /// connection to what was agreed.
     pub ws: Config,
+}
+
+/// Accepts permessage-deflate with [`DeflateConfig::default`], unlike
+/// [`handshake::ServerConfig::default`], because [`upgrade`] configures each connection
+/// with what was agreed.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            handshake: handshake::ServerConfig {
+                deflate: Some(DeflateConfig::default()),
+                ..handshake::ServerConfig::default()
+            },
+            ws: Config::default(),
+        }
+    }
 }
 
 /// An accepted upgrade whose connection hyper has not handed over yet.
@@ -87,6 +104,12 @@ impl PendingUpgrade {
     /// Returns the subprotocol selected for this connection, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Returns the permessage-deflate agreed for this connection, or `None` if it runs
+    /// uncompressed.
+    pub fn compression(&self) -> Option<&PerMessageDeflate> {
+        self.config.proto.deflate.as_ref()
     }
 
     /// Waits for hyper to hand over the connection and returns the WebSocket over the raw
@@ -111,6 +134,7 @@ impl PendingUpgrade {
         tracing::debug!(
             peer = ?stream.peer_addr().ok(),
             protocol = self.protocol.as_deref(),
+            compression = self.config.proto.deflate.map(|deflate| deflate.params.to_string()),
             already_read = parts.read_buf.len(),
             "websocket upgrade complete"
         );
@@ -123,7 +147,10 @@ impl PendingUpgrade {
 /// Validates a WebSocket upgrade request and accepts it.
 ///
 /// Returns the `101 Switching Protocols` response for the service to return, and the
-/// [`PendingUpgrade`] that yields the WebSocket afterwards. The request must come from a
+/// [`PendingUpgrade`] that yields the WebSocket afterwards. With `cfg.handshake.deflate`
+/// set, the first acceptable permessage-deflate offer is accepted and the connection
+/// compresses accordingly; an invalid offer is declined and the connection runs
+/// uncompressed. The request must come from a
 /// connection served by [`serve_connection`], because [`PendingUpgrade::finish`] recovers
 /// the raw `TcpStream`.
 ///
@@ -141,9 +168,11 @@ pub fn upgrade<B>(
         })?;
     let on_upgrade = hyper::upgrade::on(&mut *req);
     let response = accept.response().map(|()| Full::new(Bytes::new()));
+    let mut config = cfg.ws.clone();
+    config.proto.deflate = accept.deflate;
     let pending = PendingUpgrade {
         on_upgrade,
-        config: cfg.ws.clone(),
+        config,
         protocol: accept.protocol,
     };
     Ok((response, pending))

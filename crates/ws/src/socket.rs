@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FusedStream;
 use futures_util::{Sink, Stream};
-use pylon_proto::{CloseCode, CloseFrame, Connection, Message, Role, State};
+use pylon_proto::{CloseCode, CloseFrame, Connection, Message, PerMessageDeflate, Role, State};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
@@ -91,7 +91,8 @@ where
     ///
     /// `already_read` contains bytes that were read from `io` after the handshake, such as
     /// frames that arrived in the same packet as the HTTP head. They are decoded before
-    /// anything new is read.
+    /// anything new is read. `config.proto.deflate` must be the permessage-deflate agreed
+    /// in the handshake, or `None` if none was.
     pub fn from_raw(io: S, role: Role, config: Config, already_read: Bytes) -> Self {
         let now = Instant::now();
         WebSocket {
@@ -211,6 +212,12 @@ impl<S> WebSocket<S> {
     /// Returns the subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Returns the permessage-deflate agreed in the handshake, or `None` if the connection
+    /// runs uncompressed. [`PerMessageDeflate::params`] contains the agreed parameters.
+    pub fn compression(&self) -> Option<&PerMessageDeflate> {
+        self.conn.config().deflate.as_ref()
     }
 
     /// Returns the role of this endpoint.

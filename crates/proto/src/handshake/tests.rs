@@ -22,6 +22,7 @@ fn server_config(protocols: &[&str]) -> ServerConfig {
     ServerConfig {
         protocols: protocols.iter().map(|p| p.to_string()).collect(),
         origins: OriginPolicy::Any,
+        deflate: None,
     }
 }
 
@@ -331,6 +332,7 @@ fn origin_allow_list_is_403() {
     let cfg = ServerConfig {
         protocols: Vec::new(),
         origins: OriginPolicy::AllowList(vec!["https://chat.example.com".to_string()]),
+        deflate: None,
     };
     let mut headers = request_headers();
     headers.insert(ORIGIN, HeaderValue::from_static("https://evil.example.net"));

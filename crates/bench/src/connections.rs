@@ -1,0 +1,434 @@
+//! Connection capacity benchmark: opens many idle WebSockets, keeps them open with
+//! keep-alive pings, and measures connect latency and the server's resident memory per connection.
+//!
+//! Each connection takes one file descriptor in this process and one in the server. A
+//! process on Linux may have at most `ulimit -n` open files, so for more connections
+//! than that, run several `pylon bench connections` processes at once, each with its own
+//! `--count` below the limit. Past about 28,000 connections to one server address, also
+//! give each process its own source addresses (`--source-ips 127.0.0.2,127.0.0.3`),
+//! because the kernel's ephemeral ports (32768-60999 by default) are per source address.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pylon_ws::{CloseCode, Config, Message, WebSocket};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::dial::{self, Endpoint};
+use crate::latency::{LatencyRecorder, LatencySummary};
+use crate::proc;
+use crate::progress::Progress;
+
+/// File descriptors kept free for the runtime, stdio and the procfs reads.
+const FD_RESERVE: u64 = 64;
+
+/// Time allowed for each close handshake at the end of the hold.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Extra time past the hold that the default hard timeout allows for connecting and
+/// closing.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(120);
+
+/// Settings of a connection capacity run.
+#[derive(Clone, Debug)]
+pub struct ConnectionsConfig {
+    /// `ws://` URL of a WebSocket endpoint that keeps idle connections open, such as
+    /// `/ws/echo`.
+    pub url: String,
+    /// Number of connections to open.
+    pub count: usize,
+    /// Time to hold the connections open once all connects finished.
+    pub hold: Duration,
+    /// Time without any frame from the server after which a connection sends a ping.
+    /// `None` sends no pings.
+    pub ping_interval: Option<Duration>,
+    /// Source addresses to bind, assigned to connections in turn. Empty leaves the
+    /// choice to the kernel.
+    pub source_ips: Vec<IpAddr>,
+    /// Maximum number of connections being opened at the same time.
+    pub connect_concurrency: usize,
+    /// Process id of the server, to read its resident memory from `/proc`.
+    pub server_pid: Option<u32>,
+    /// Time to wait after the last connect before reading the server's memory, so that
+    /// the server finishes setting up the last connections.
+    pub settle: Duration,
+    /// Hard limit on the whole run. `None` allows the hold plus 120 seconds.
+    pub timeout: Option<Duration>,
+}
+
+impl ConnectionsConfig {
+    /// Creates a configuration that holds for 10 seconds with pings every 5 seconds, at
+    /// most 64 concurrent connects and 1 second of settling.
+    pub fn new(url: impl Into<String>, count: usize) -> Self {
+        ConnectionsConfig {
+            url: url.into(),
+            count,
+            hold: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(5)),
+            source_ips: Vec::new(),
+            connect_concurrency: 64,
+            server_pid: None,
+            settle: Duration::from_secs(1),
+            timeout: None,
+        }
+    }
+
+    /// Returns the hard limit on the whole run.
+    pub fn hard_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.hold + TIMEOUT_SLACK)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.count == 0 {
+            anyhow::bail!("invalid connection count 0: expected at least 1");
+        }
+        if self.connect_concurrency == 0 {
+            anyhow::bail!("invalid connect concurrency 0: expected at least 1");
+        }
+        if let Some(limit) = proc::open_files_limit()
+            && self.count as u64 + FD_RESERVE > limit
+        {
+            anyhow::bail!(
+                "--count {} needs about {} open files, but this process may open {limit} \
+                 (ulimit -n); run several processes with a smaller --count each, and give \
+                 each its own --source-ips past 28000 connections in total",
+                self.count,
+                self.count as u64 + FD_RESERVE
+            );
+        }
+        Ok(())
+    }
+
+    fn ws_config(&self) -> Config {
+        Config {
+            ping_interval: self.ping_interval,
+            close_timeout: CLOSE_TIMEOUT,
+            ..Config::default()
+        }
+    }
+}
+
+/// Result of a connection capacity run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionsReport {
+    /// URL the connections were opened to.
+    pub url: String,
+    /// Connections requested.
+    pub requested: usize,
+    /// Connections opened.
+    pub opened: usize,
+    /// Connections that failed to open.
+    pub failed: usize,
+    /// Failed connects by cause, such as `"connection refused"`.
+    pub failures: BTreeMap<String, u64>,
+    /// Description of the first failed connect, if any.
+    pub first_failure: Option<String>,
+    /// Time to open each connection (TCP connect and WebSocket handshake, without the
+    /// wait for a connect slot), in microseconds.
+    pub connect_us: LatencySummary,
+    /// Time from the first connect to the last one finishing, in seconds.
+    pub connect_phase_secs: f64,
+    /// Time the connections were held, in seconds.
+    pub hold_secs: f64,
+    /// Opened connections that ended during the hold.
+    pub closed_early: u64,
+    /// Description of the first early close, if any.
+    pub first_close: Option<String>,
+    /// Source addresses the connections were bound to; empty when the kernel chose.
+    pub source_ips: Vec<IpAddr>,
+    /// Server memory, present when a server process id was given.
+    pub server_memory: Option<MemoryDelta>,
+    /// Memory of this process, the client side of the connections.
+    pub client_memory: Option<MemoryDelta>,
+    /// The run hit its hard timeout before it finished.
+    pub timed_out: bool,
+}
+
+/// Resident memory of a process before and after opening the connections.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MemoryDelta {
+    /// `VmRSS` before the first connect, in bytes.
+    pub rss_before_bytes: u64,
+    /// `VmRSS` after all connects finished and the settle time passed, in bytes.
+    pub rss_after_bytes: u64,
+    /// `(rss_after_bytes - rss_before_bytes) / opened`, in bytes. It includes every
+    /// allocation the process made meanwhile, and can be negative if memory was
+    /// returned to the system.
+    pub bytes_per_connection: f64,
+}
+
+impl MemoryDelta {
+    fn new(before: u64, after: u64, opened: usize) -> Self {
+        let growth = after as f64 - before as f64;
+        MemoryDelta {
+            rss_before_bytes: before,
+            rss_after_bytes: after,
+            bytes_per_connection: if opened > 0 {
+                (growth / opened as f64).round()
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Outcome of the connect phase.
+struct Opened {
+    sockets: Vec<WebSocket<TcpStream>>,
+    failures: BTreeMap<String, u64>,
+    first_failure: Option<String>,
+    connect_us: LatencySummary,
+    elapsed: Duration,
+}
+
+/// Runs the connection capacity benchmark and returns its report.
+///
+/// # Errors
+///
+/// Fails for an invalid configuration, when the count exceeds this process's open-file
+/// limit, when the URL cannot be resolved for `source_ips`, or when the server's memory
+/// cannot be read from `/proc`. Failed connects do not fail the run: they are counted
+/// in the report.
+pub async fn run(
+    config: &ConnectionsConfig,
+    progress: Arc<Progress>,
+) -> anyhow::Result<ConnectionsReport> {
+    config.validate()?;
+    let hard_deadline = Instant::now() + config.hard_timeout();
+    let endpoint = match config.source_ips.is_empty() {
+        true => None,
+        false => Some(Arc::new(Endpoint::resolve(&config.url).await?)),
+    };
+
+    let server_before = config
+        .server_pid
+        .map(|pid| proc::resident_bytes(Some(pid)))
+        .transpose()?;
+    let client_before = proc::resident_bytes(None).ok();
+
+    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, endpoint, &progress))
+        .await
+        .with_context(|| {
+            format!(
+                "opening {} connections to {} took longer than the hard timeout of {:?}",
+                config.count,
+                config.url,
+                config.hard_timeout()
+            )
+        })??;
+
+    tokio::time::sleep(config.settle).await;
+    let count = opened.sockets.len();
+    let server_memory = match (config.server_pid, server_before) {
+        (Some(pid), Some(before)) => {
+            let after = proc::resident_bytes(Some(pid))?;
+            Some(MemoryDelta::new(before, after, count))
+        }
+        _ => None,
+    };
+    let client_memory = client_before
+        .zip(proc::resident_bytes(None).ok())
+        .map(|(before, after)| MemoryDelta::new(before, after, count));
+
+    let hold_started = Instant::now();
+    let hold_end = (hold_started + config.hold).min(hard_deadline);
+    let (closed_early, first_close) = hold_all(opened.sockets, hold_end).await;
+
+    Ok(ConnectionsReport {
+        url: config.url.clone(),
+        requested: config.count,
+        opened: count,
+        failed: config.count - count,
+        failures: opened.failures,
+        first_failure: opened.first_failure,
+        connect_us: opened.connect_us,
+        connect_phase_secs: round_millis(opened.elapsed),
+        hold_secs: round_millis(hold_end.saturating_duration_since(hold_started)),
+        closed_early,
+        first_close,
+        source_ips: config.source_ips.clone(),
+        server_memory,
+        client_memory,
+        timed_out: hold_end < hold_started + config.hold,
+    })
+}
+
+fn round_millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000.0).round() / 1_000.0
+}
+
+/// Opens the connections, at most `connect_concurrency` at a time, binding connection i
+/// to source address i modulo the number of source addresses.
+async fn open_all(
+    config: &ConnectionsConfig,
+    endpoint: Option<Arc<Endpoint>>,
+    progress: &Progress,
+) -> anyhow::Result<Opened> {
+    let started = Instant::now();
+    let ws_config = config.ws_config();
+    let permits = Arc::new(Semaphore::new(config.connect_concurrency));
+    let mut tasks = JoinSet::new();
+    for index in 0..config.count {
+        let permits = Arc::clone(&permits);
+        let url = config.url.clone();
+        let ws_config = ws_config.clone();
+        let source = endpoint.clone().map(|endpoint| {
+            let ip = config.source_ips[index % config.source_ips.len()];
+            (endpoint, ip)
+        });
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let connect_started = Instant::now();
+            let result = match source {
+                Some((endpoint, ip)) => dial::connect_from(&endpoint, ip, &ws_config).await,
+                None => dial::connect(&url, &ws_config).await,
+            };
+            (result, connect_started.elapsed())
+        });
+    }
+
+    let recorder = LatencyRecorder::new(1);
+    let mut batch = recorder.batch(0);
+    let mut sockets = Vec::with_capacity(config.count);
+    let mut failures = BTreeMap::new();
+    let mut first_failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (result, elapsed) = joined.context("connect task panicked")?;
+        match result {
+            Ok(ws) => {
+                progress.add_connected();
+                batch.record(elapsed);
+                sockets.push(ws);
+            }
+            Err(err) => {
+                progress.add_failed();
+                *failures
+                    .entry(dial::failure_kind(&err).to_owned())
+                    .or_insert(0) += 1;
+                if first_failure.is_none() {
+                    let text = dial::describe_failure(&err, &config.url);
+                    tracing::warn!(error = %text, "connect failed");
+                    first_failure = Some(text);
+                }
+            }
+        }
+    }
+    drop(batch);
+    Ok(Opened {
+        sockets,
+        failures,
+        first_failure,
+        connect_us: LatencySummary::from_histogram(&recorder.merged()),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Keeps every connection polled (so that pings and pongs flow) until `hold_end`, then
+/// closes them. Returns the number that ended earlier, with the first reason.
+async fn hold_all(sockets: Vec<WebSocket<TcpStream>>, hold_end: Instant) -> (u64, Option<String>) {
+    let mut tasks = JoinSet::new();
+    for ws in sockets {
+        tasks.spawn(hold_one(ws, hold_end));
+    }
+    let mut closed_early = 0;
+    let mut first_close = None;
+    while let Some(joined) = tasks.join_next().await {
+        let early = match joined {
+            Ok(early) => early,
+            Err(err) => Some(format!("connection task failed: {err}")),
+        };
+        if let Some(reason) = early {
+            closed_early += 1;
+            first_close.get_or_insert(reason);
+        }
+    }
+    (closed_early, first_close)
+}
+
+/// Holds one connection until `hold_end` and closes it. Returns why it ended early, if
+/// it did.
+async fn hold_one(mut ws: WebSocket<TcpStream>, hold_end: Instant) -> Option<String> {
+    loop {
+        tokio::select! {
+            item = ws.recv() => match item {
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(format!("server closed the connection: {frame:?}"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Some(format!("connection failed: {err}")),
+                None => return Some("connection ended".to_owned()),
+            },
+            () = tokio::time::sleep_until(hold_end) => break,
+        }
+    }
+    if let Err(err) = ws.close(CloseCode::NORMAL, "benchmark finished").await {
+        tracing::debug!(error = %err, "close handshake after the hold failed");
+    }
+    None
+}
+
+impl ConnectionsReport {
+    /// Serializes the report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("the report contains only serializable values")
+    }
+}
+
+impl std::fmt::Display for ConnectionsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "connections {}", self.url)?;
+        writeln!(
+            f,
+            "{:<14}{} of {} ({} failed)",
+            "opened", self.opened, self.requested, self.failed
+        )?;
+        for (kind, count) in &self.failures {
+            writeln!(f, "{:<14}{count} {kind}", "")?;
+        }
+
+        writeln!(f, "{:<14}{:.3} s", "connect phase", self.connect_phase_secs)?;
+        self.connect_us.write_table(f, "connect (µs)")?;
+        writeln!(
+            f,
+            "{:<14}{:.3} s, {} closed early",
+            "held", self.hold_secs, self.closed_early
+        )?;
+
+        if !self.source_ips.is_empty() {
+            let ips: Vec<String> = self.source_ips.iter().map(IpAddr::to_string).collect();
+            writeln!(f, "{:<14}{}", "source ips", ips.join(","))?;
+        }
+        for (name, memory) in [
+            ("server rss", &self.server_memory),
+            ("client rss", &self.client_memory),
+        ] {
+            if let Some(memory) = memory {
+                writeln!(
+                    f,
+                    "{name:<14}{:.1} MiB -> {:.1} MiB, {:.0} B per connection",
+                    memory.rss_before_bytes as f64 / 1_048_576.0,
+                    memory.rss_after_bytes as f64 / 1_048_576.0,
+                    memory.bytes_per_connection
+                )?;
+            }
+        }
+
+        if self.timed_out {
+            writeln!(f, "the run hit its hard timeout; the hold was cut short")?;
+        }
+        if let Some(failure) = &self.first_failure {
+            writeln!(f, "{:<14}{failure}", "first failure")?;
+        }
+        if let Some(close) = &self.first_close {
+            writeln!(f, "{:<14}{close}", "first close")?;
+        }
+        Ok(())
+    }
+}
