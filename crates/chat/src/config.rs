@@ -16,6 +16,26 @@ pub struct ChatConfig {
     pub max_nick_len: usize,
     /// Maximum number of messages in one `history` event. A larger `limit` is capped to it.
     pub max_page: usize,
+    /// Maximum number of rooms one connection can be joined to at once. A join of another
+    /// room fails with `too_many_rooms`.
+    pub max_rooms_per_connection: usize,
+    /// Maximum number of rooms with at least one connection on this node. A join that would
+    /// open another room fails with `server_busy`. Each open room costs a broker
+    /// subscription, a task and a few KB of memory.
+    pub max_rooms_per_node: usize,
+    /// Rate limit on the frames of one connection, or `None` for no limit. A frame over the
+    /// limit gets a `rate_limited` error and is not executed.
+    pub request_rate: Option<RateLimit>,
+}
+
+/// Token bucket limit: `burst` requests at once, refilled at `requests_per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained rate, in requests per second. Values below 1 count as 1.
+    pub requests_per_second: u32,
+    /// Number of requests that can be sent at once after a quiet period. Values below 1
+    /// count as 1.
+    pub burst: u32,
 }
 
 impl Default for ChatConfig {
@@ -26,6 +46,12 @@ impl Default for ChatConfig {
             max_room_len: 64,
             max_nick_len: 32,
             max_page: 200,
+            max_rooms_per_connection: 32,
+            max_rooms_per_node: 10_000,
+            request_rate: Some(RateLimit {
+                requests_per_second: 20,
+                burst: 50,
+            }),
         }
     }
 }

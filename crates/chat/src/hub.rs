@@ -6,6 +6,7 @@
 //! The hub is created when the first local connection joins and closed, with its
 //! subscription, when the last one leaves.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -45,6 +46,9 @@ pub(crate) enum StartError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Opening the room would exceed the node's maximum number of open rooms.
+    #[error("this node already serves its maximum of {max} rooms")]
+    NodeFull { max: usize },
 }
 
 /// Next step for a member that finished its join history, returned by [`RoomHub::go_live`].
@@ -61,14 +65,18 @@ pub(crate) struct HubRegistry {
     hubs: Mutex<HashMap<String, Arc<RoomHub>>>,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
+    /// Maximum number of hubs. Reserving a room beyond it fails with
+    /// [`StartError::NodeFull`].
+    max_rooms: usize,
 }
 
 impl HubRegistry {
-    pub(crate) fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, max_rooms: usize) -> Self {
         Self {
             hubs: Mutex::default(),
             store,
             broker,
+            max_rooms,
         }
     }
 
@@ -82,9 +90,23 @@ impl HubRegistry {
     /// reservation keeps the hub open until the caller registers as a member.
     pub(crate) async fn reserve(self: &Arc<Self>, room: &str) -> Result<Reservation, StartError> {
         let hub = loop {
-            let hub = Arc::clone(self.lock().entry(room.to_owned()).or_insert_with(|| {
-                RoomHub::new(room, Arc::clone(&self.store), Arc::clone(&self.broker))
-            }));
+            let hub = {
+                let mut hubs = self.lock();
+                let open = hubs.len();
+                match hubs.entry(room.to_owned()) {
+                    Entry::Occupied(entry) => Arc::clone(entry.get()),
+                    Entry::Vacant(_) if open >= self.max_rooms => {
+                        return Err(StartError::NodeFull {
+                            max: self.max_rooms,
+                        });
+                    }
+                    Entry::Vacant(entry) => Arc::clone(entry.insert(RoomHub::new(
+                        room,
+                        Arc::clone(&self.store),
+                        Arc::clone(&self.broker),
+                    ))),
+                }
+            };
             if hub.try_reserve() {
                 break hub;
             }

@@ -18,13 +18,14 @@ mod config;
 mod hub;
 mod outbound;
 mod protocol;
+mod rate;
 mod service;
 mod store;
 
 pub use broker::{
     Broker, BrokerError, ChatEvent, Delivery, MemoryBroker, Subscription, SubscriptionSource,
 };
-pub use config::{ChatConfig, MAX_CLIENT_ID_BYTES};
+pub use config::{ChatConfig, MAX_CLIENT_ID_BYTES, RateLimit};
 pub use outbound::{Outbound, OutboundError};
 pub use protocol::{
     AckEvent, ChatMessage, ClientRequest, ErrorCode, ErrorEvent, HistoryEvent, HistoryRequest,

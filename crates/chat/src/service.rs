@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use crate::broker::{Broker, ChatEvent};
 use crate::config::ChatConfig;
-use crate::hub::{GoLive, HubRegistry, RoomHub};
+use crate::hub::{GoLive, HubRegistry, RoomHub, StartError};
 use crate::outbound::Outbound;
 use crate::protocol::{
     AckEvent, ChatMessage, ClientRequest, ErrorCode, ErrorEvent, HistoryEvent, HistoryRequest,
     JoinRequest, LeftEvent, SendRequest, ServerEvent, parse_request,
 };
+use crate::rate::TokenBucket;
 use crate::store::{Appended, Store, StoreError};
 
 /// Group chat service of one node. Cloning is cheap and shares the rooms.
@@ -30,7 +31,11 @@ impl ChatService {
     /// Creates a service that stores messages in `store` and shares them with other nodes
     /// through `broker`.
     pub fn new(config: ChatConfig, store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Self {
-        let hubs = Arc::new(HubRegistry::new(Arc::clone(&store), Arc::clone(&broker)));
+        let hubs = Arc::new(HubRegistry::new(
+            Arc::clone(&store),
+            Arc::clone(&broker),
+            config.max_rooms_per_node,
+        ));
         Self {
             inner: Arc::new(ServiceInner {
                 config,
@@ -51,6 +56,8 @@ impl ChatService {
             inner: Arc::clone(&self.inner),
             nick: None,
             rooms: HashMap::new(),
+            rate: self.inner.config.request_rate.map(TokenBucket::new),
+            rate_limited: false,
         }
     }
 
@@ -85,6 +92,11 @@ pub struct Session {
     /// Set by the first successful join and fixed for the connection's lifetime.
     nick: Option<String>,
     rooms: HashMap<String, Arc<RoomHub>>,
+    /// Request rate limit, `None` when the config sets none.
+    rate: Option<TokenBucket>,
+    /// Whether the last frame was rejected by the rate limit, so that only the first
+    /// rejection of a run is logged above debug level.
+    rate_limited: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -117,8 +129,33 @@ impl Session {
     ///
     /// Not cancel safe: dropping the future during a join can leave the connection in the
     /// room without live messages until the session is dropped.
+    ///
+    /// Each frame takes one token of the connection's rate limit, valid or not. A frame
+    /// without a token gets a `rate_limited` error and is not executed.
     pub async fn handle_text(&mut self, text: &str) {
-        match parse_request(text, &self.inner.config) {
+        let parsed = parse_request(text, &self.inner.config);
+        let kind = match &parsed {
+            Ok(request) => Some(request.kind()),
+            Err(err) => err.request,
+        };
+        if let Err(mut error) = self.take_token(kind) {
+            // The ids let the client tell which request to retry.
+            match &parsed {
+                Ok(request) => {
+                    error.room = request_room(request).map(str::to_owned);
+                    if let ClientRequest::Send(send) = request {
+                        error.client_id.clone_from(&send.client_id);
+                    }
+                }
+                Err(err) => {
+                    error.room.clone_from(&err.room);
+                    error.client_id.clone_from(&err.client_id);
+                }
+            }
+            self.send_error(error);
+            return;
+        }
+        match parsed {
             Ok(request) => self.handle_request(request).await,
             Err(err) => {
                 tracing::debug!(
@@ -135,6 +172,10 @@ impl Session {
     /// Handles one binary frame, which the protocol does not use, with a
     /// `binary_not_supported` error.
     pub async fn handle_binary(&mut self, data: &[u8]) {
+        if let Err(error) = self.take_token(None) {
+            self.send_error(error);
+            return;
+        }
         tracing::debug!(
             conn_id = self.conn_id,
             bytes = data.len(),
@@ -155,7 +196,51 @@ impl Session {
         self.leave_all();
     }
 
-    /// Handles a request that already passed validation.
+    /// Takes a token from the rate limit for a request of type `kind`, when it is known.
+    /// Returns the `rate_limited` error to send when no token is left.
+    fn take_token(&mut self, kind: Option<&'static str>) -> Result<(), ErrorEvent> {
+        let Some(bucket) = &mut self.rate else {
+            return Ok(());
+        };
+        let token = bucket.try_take();
+        let was_limited = std::mem::replace(&mut self.rate_limited, token.is_err());
+        let Err(retry_in) = token else {
+            return Ok(());
+        };
+
+        // Round up, so that a client that waits the stated time gets a token.
+        let retry_in_ms = retry_in.as_micros().div_ceil(1000);
+        if was_limited {
+            tracing::debug!(
+                conn_id = self.conn_id,
+                request = kind,
+                retry_in_ms,
+                "rejected request over the rate limit"
+            );
+        } else {
+            tracing::info!(
+                conn_id = self.conn_id,
+                request = kind,
+                retry_in_ms,
+                "connection exceeded its request rate limit"
+            );
+        }
+        let limit = bucket.limit();
+        let request = match kind {
+            Some(kind) => format!("the `{kind}`"),
+            None => "the request".to_owned(),
+        };
+        let message = format!(
+            "too many requests: the limit is {} requests per second with bursts of {}; \
+             {request} was not executed, retry it in {retry_in_ms} ms",
+            limit.requests_per_second, limit.burst,
+        );
+        let mut error = ErrorEvent::new(ErrorCode::RateLimited, message);
+        error.request = kind.map(str::to_owned);
+        Err(error)
+    }
+
+    /// Handles a request that already passed validation. The rate limit does not apply.
     pub async fn handle_request(&mut self, request: ClientRequest) {
         match request {
             ClientRequest::Join(request) => self.join(request).await,
@@ -187,6 +272,17 @@ impl Session {
             }
         };
 
+        let max_rooms = self.inner.config.max_rooms_per_connection;
+        if !self.rooms.contains_key(&room) && self.rooms.len() >= max_rooms {
+            let message = format!(
+                "this connection is joined to {} rooms, the limit of {max_rooms} rooms; \
+                 leave a room before joining `{room}`",
+                self.rooms.len()
+            );
+            self.send_room_error(ErrorCode::TooManyRooms, "join", &room, message);
+            return;
+        }
+
         let (hub, registered_at) = match self.rooms.get(&room) {
             Some(hub) => {
                 let hub = Arc::clone(hub);
@@ -197,6 +293,20 @@ impl Session {
             None => {
                 let reservation = match self.inner.hubs.reserve(&room).await {
                     Ok(reservation) => reservation,
+                    Err(StartError::NodeFull { max }) => {
+                        tracing::warn!(
+                            conn_id = self.conn_id,
+                            room,
+                            max_rooms = max,
+                            "rejected join: node serves its maximum number of rooms"
+                        );
+                        let message = format!(
+                            "the server serves its maximum of {max} rooms and cannot open \
+                             room `{room}`; retry later"
+                        );
+                        self.send_room_error(ErrorCode::ServerBusy, "join", &room, message);
+                        return;
+                    }
                     Err(err) => {
                         tracing::warn!(
                             conn_id = self.conn_id,
@@ -517,6 +627,17 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.leave_all();
         tracing::debug!(conn_id = self.conn_id, "chat connection closed");
+    }
+}
+
+/// Returns the room that a request names, if any.
+fn request_room(request: &ClientRequest) -> Option<&str> {
+    match request {
+        ClientRequest::Join(join) => Some(&join.room),
+        ClientRequest::Send(send) => Some(&send.room),
+        ClientRequest::History(history) => Some(&history.room),
+        ClientRequest::Leave(leave) => Some(&leave.room),
+        ClientRequest::Ping => None,
     }
 }
 

@@ -194,6 +194,14 @@ pub enum ErrorCode {
     NickMismatch,
     /// The client sent a binary frame.
     BinaryNotSupported,
+    /// The connection sent requests faster than its rate limit. The request was not
+    /// executed and can be retried later.
+    RateLimited,
+    /// The join would take the connection over its maximum number of joined rooms.
+    TooManyRooms,
+    /// The node serves its maximum number of rooms and cannot open another. Joins of rooms
+    /// that are already open still succeed.
+    ServerBusy,
     /// The server failed, for example on a storage error. The request may be retried.
     Internal,
 }
@@ -212,6 +220,9 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::NickMismatch => "nick_mismatch",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::ServerBusy => "server_busy",
             ErrorCode::Internal => "internal",
         }
     }

@@ -66,8 +66,9 @@ pub fn parse_request(text: &str, config: &ChatConfig) -> Result<ClientRequest, R
         ));
     }
 
-    let value: Value = serde_json::from_str(text)
-        .map_err(|err| RequestError::new(ErrorCode::InvalidJson, format!("invalid JSON: {err}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|err| {
+        RequestError::new(ErrorCode::InvalidJson, invalid_json_message(text, &err))
+    })?;
     let Value::Object(object) = value else {
         return Err(RequestError::new(
             ErrorCode::InvalidJson,
@@ -134,14 +135,25 @@ fn parse_join(fields: Fields<'_>, config: &ChatConfig) -> Result<JoinRequest, Re
 }
 
 fn parse_send(fields: Fields<'_>, config: &ChatConfig) -> Result<SendRequest, RequestError> {
-    // client_id is read first so that every later error can carry it.
-    let client_id = fields.optional_str("client_id")?.map(str::to_owned);
+    // Both ids are read before either is checked, so that every error can carry the ones
+    // that are readable.
+    let client_id = fields.optional_str("client_id");
+    let room = fields.room(config);
+    let client_id = match client_id {
+        Ok(client_id) => client_id.map(str::to_owned),
+        Err(err) => {
+            return Err(RequestError {
+                room: room.ok(),
+                ..err
+            });
+        }
+    };
     let with_ids = |err: RequestError, room: Option<&String>| RequestError {
         room: room.cloned(),
         client_id: client_id.clone(),
         ..err
     };
-    let room = fields.room(config).map_err(|err| with_ids(err, None))?;
+    let room = room.map_err(|err| with_ids(err, None))?;
     if let Some(id) = &client_id {
         validate_client_id(id).map_err(|message| {
             with_ids(fields.error(ErrorCode::InvalidField, message), Some(&room))
@@ -319,6 +331,92 @@ fn validate_client_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Describes a JSON syntax error. serde_json reports an unpaired UTF-16 surrogate escape
+/// such as `"\ud800"` as "unexpected end of hex escape" or "lone leading surrogate", so
+/// that case is detected here and named.
+fn invalid_json_message(text: &str, err: &serde_json::Error) -> String {
+    let error_offset = byte_offset(text, err.line(), err.column());
+    match find_unpaired_surrogate(text) {
+        Some((offset, escape)) if offset < error_offset => {
+            let (line, column) = line_and_column(text, offset);
+            format!(
+                "invalid JSON: a string contains the unpaired surrogate escape `{escape}` at \
+                 line {line} column {column}, which is not valid Unicode; escape a character \
+                 above U+FFFF as a surrogate pair, for example `\\ud83d\\ude00`"
+            )
+        }
+        _ => format!("invalid JSON: {err}"),
+    }
+}
+
+/// Converts serde_json's 1-based line and byte column into a byte offset in `text`.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (line_start + column).min(text.len())
+}
+
+/// Returns the 1-based line and byte column of `offset`, as serde_json counts them.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (line, offset - line_start + 1)
+}
+
+/// Finds the first `\uXXXX` escape inside a JSON string that is a UTF-16 surrogate without
+/// its other half. Returns its byte offset and its text.
+fn find_unpaired_surrogate(text: &str) -> Option<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                in_string = !in_string;
+                i += 1;
+            }
+            b'\\' if in_string => match bytes.get(i + 1) {
+                Some(b'u') => {
+                    let Some(unit) = hex_escape(text, i) else {
+                        i += 2;
+                        continue;
+                    };
+                    if (0xDC00..=0xDFFF).contains(&unit) {
+                        return Some((i, &text[i..i + 6]));
+                    }
+                    if (0xD800..=0xDBFF).contains(&unit) {
+                        let low = hex_escape(text, i + 6);
+                        if !low.is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) {
+                            return Some((i, &text[i..i + 6]));
+                        }
+                        i += 12;
+                    } else {
+                        i += 6;
+                    }
+                }
+                // Any other escape is two bytes long.
+                _ => i += 2,
+            },
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Reads the code unit of a `\uXXXX` escape that starts at byte `start`.
+fn hex_escape(text: &str, start: usize) -> Option<u16> {
+    let escape = text.get(start..start + 6)?;
+    let digits = escape.strip_prefix("\\u")?;
+    if !digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(digits, 16).ok()
 }
 
 fn json_type_name(value: &Value) -> &'static str {
@@ -534,7 +632,76 @@ mod tests {
 
         let err = error_of(r#"{"type":"send","room":"lobby","text":"hi","client_id":5}"#);
         assert_eq!(err.code, ErrorCode::InvalidField);
+        assert_eq!(err.request, Some("send"));
+        assert_eq!(err.room.as_deref(), Some("lobby"));
+        assert_eq!(err.client_id, None);
+
+        // Without a valid room, the error has no room to report.
+        let err = error_of(r#"{"type":"send","text":"hi","client_id":7}"#);
+        assert_eq!(err.code, ErrorCode::InvalidField);
         assert_eq!(err.room, None);
+    }
+
+    #[test]
+    fn room_error_in_send_keeps_client_id() {
+        let err = error_of(r#"{"type":"send","room":"","text":"hi","client_id":"c1"}"#);
+        assert_eq!(err.code, ErrorCode::InvalidRoom);
+        assert_eq!(err.client_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn unpaired_surrogate_escape_is_named() {
+        let cases = [
+            (
+                r#"{"type":"join","room":"lobby","nick":"\ud800"}"#,
+                r"\ud800",
+            ),
+            (
+                r#"{"type":"join","room":"lobby","nick":"a\uDC00b"}"#,
+                r"\uDC00",
+            ),
+            (
+                r#"{"type":"join","room":"lobby","nick":"\ud800\u0041"}"#,
+                r"\ud800",
+            ),
+            (
+                r#"{"type":"join","room":"lobby","nick":"\\\ud800x"}"#,
+                r"\ud800",
+            ),
+        ];
+        for (text, escape) in cases {
+            let err = error_of(text);
+            assert_eq!(err.code, ErrorCode::InvalidJson, "{text}");
+            assert!(
+                err.message
+                    .contains(&format!("unpaired surrogate escape `{escape}`")),
+                "{text}: {}",
+                err.message
+            );
+            assert!(
+                err.message.contains("not valid Unicode"),
+                "{text}: {}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn surrogate_pair_escape_parses() {
+        let request = parse(r#"{"type":"join","room":"lobby","nick":"\ud83d\ude00"}"#);
+        let Ok(ClientRequest::Join(join)) = request else {
+            panic!("{request:?}");
+        };
+        assert_eq!(join.nick, "\u{1f600}");
+    }
+
+    #[test]
+    fn escaped_backslash_before_u_is_no_surrogate() {
+        // `\\ud800` is an escaped backslash followed by the letters `ud800`, so the
+        // syntax error after it is reported as it is.
+        let err = error_of(r#"{"type":"join","room":"lobby","nick":"\\ud800",}"#);
+        assert_eq!(err.code, ErrorCode::InvalidJson);
+        assert!(!err.message.contains("surrogate"), "{}", err.message);
     }
 
     #[test]
