@@ -55,9 +55,10 @@ pub struct DeflateConfig {
     /// Whether to request that the peer reset its compressor after every message, so that
     /// this endpoint keeps no decompressor between messages. Default `false`.
     pub peer_no_context_takeover: bool,
-    /// Maximum window to request for the peer's compressor, in bits, from 8 to 15. `None`
-    /// requests no limit. A server can only limit a client that offered
-    /// `client_max_window_bits`. Default `None`.
+    /// Maximum window to request for the peer's compressor, in bits, from 9 to 15; 8 is
+    /// raised to 9 because zlib-based compressors, Pylon's among them, cannot compress with
+    /// a 256-byte window and would fail the handshake. `None` requests no limit. A server
+    /// can only limit a client that offered `client_max_window_bits`. Default `None`.
     pub peer_max_window_bits: Option<u8>,
     /// Compression level from 0 (stored blocks only) to 9 (smallest output). Values above
     /// 9 are treated as 9. Default 6, the zlib default.
@@ -88,10 +89,10 @@ impl DeflateConfig {
             .clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS)
     }
 
-    /// Returns [`DeflateConfig::peer_max_window_bits`] clamped to 8..=15.
+    /// Returns [`DeflateConfig::peer_max_window_bits`] clamped to 9..=15.
     pub(crate) fn peer_window_bits(&self) -> Option<u8> {
         self.peer_max_window_bits
-            .map(|bits| bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS))
+            .map(|bits| bits.clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS))
     }
 }
 

@@ -3,8 +3,7 @@
 //! docs/websocket.md quotes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::cell::Cell;
 
 use bytes::BytesMut;
 use pylon_proto::{
@@ -12,15 +11,22 @@ use pylon_proto::{
     ProtocolError, Role,
 };
 
-/// System allocator that tracks the bytes currently allocated and their peak.
+/// System allocator that tracks, per thread, the bytes currently allocated and their peak.
+/// Counting per thread keeps the test harness's own threads out of the figures.
 struct Counting;
 
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
+thread_local! {
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
+}
 
 fn add(delta: isize) {
-    let live = LIVE_BYTES.fetch_add(delta, Ordering::Relaxed) + delta;
-    PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+    // `try_with` fails only while the thread is being torn down; those frees are not measured.
+    let _ = LIVE_BYTES.try_with(|live_bytes| {
+        let live = live_bytes.get() + delta;
+        live_bytes.set(live);
+        let _ = PEAK_BYTES.try_with(|peak| peak.set(peak.get().max(live)));
+    });
 }
 
 // SAFETY: every method forwards to `System` with the same arguments, so the allocator
@@ -54,11 +60,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The counters are process-wide, so the tests run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn live() -> isize {
-    LIVE_BYTES.load(Ordering::Relaxed)
+    LIVE_BYTES.with(Cell::get)
 }
 
 fn connection(role: Role, bits: u8, reset: bool, limits: Limits) -> Connection {
@@ -108,9 +112,6 @@ fn retained_after_one_message(bits: u8, reset: bool) -> (isize, isize) {
 
 #[test]
 fn compression_context_memory() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     println!("window bits | compressor bytes | decompressor bytes");
     let mut previous = (0, 0);
     for bits in 9..=15u8 {
@@ -154,9 +155,6 @@ fn compression_context_memory() {
 
 #[test]
 fn no_context_before_first_message() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = live();
     let server = connection(Role::Server, 15, false, Limits::default());
     assert_eq!(live() - before, 0);
@@ -165,9 +163,6 @@ fn no_context_before_first_message() {
 
 #[test]
 fn zip_bomb_memory_is_bounded() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let limit = 1 << 20;
     let mut sender = connection(Role::Server, 15, true, Limits::default());
     let mut wire = BytesMut::new();
@@ -183,9 +178,9 @@ fn zip_bomb_memory_is_bounded() {
     };
     let mut receiver = connection(Role::Client, 15, false, limits);
     let before = live();
-    PEAK_BYTES.store(before, Ordering::Relaxed);
+    PEAK_BYTES.with(|peak| peak.set(before));
     let err = receiver.decode(&mut wire).unwrap_err();
-    let peak = PEAK_BYTES.load(Ordering::Relaxed) - before;
+    let peak = PEAK_BYTES.with(Cell::get) - before;
     println!("{compressed} compressed bytes, peak {peak} bytes while decoding");
     assert!(
         matches!(err, ProtocolError::MessageTooLarge { .. }),

@@ -684,3 +684,20 @@ fn params_display_round_trips() {
         ]
     );
 }
+
+#[test]
+fn server_limit_of_8_bits_is_raised_to_9() {
+    let server = DeflateConfig {
+        peer_max_window_bits: Some(8),
+        ..DeflateConfig::default()
+    };
+    let client = DeflateConfig::default();
+    let offer = offer_header(&client);
+    let response = server_response(&[&offer], &server).unwrap();
+    assert!(
+        response.contains("client_max_window_bits=9"),
+        "response: {response}"
+    );
+    let agreed = verify(&[&response], &client).unwrap().unwrap();
+    assert_eq!(agreed.client_max_window_bits, Some(9));
+}
