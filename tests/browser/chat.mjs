@@ -5,7 +5,9 @@
 // Starts `pylon serve` on 127.0.0.1:PORT with a fresh data directory and opens two
 // Chromium pages on /chat in the same room. Then it restarts the server and checks
 // that both pages reconnect by themselves and that every message arrives exactly
-// once and in seq order. A page reload checks that history survives the restart.
+// once and in seq order. A page reload checks that history survives the restart. On the
+// way it also opens a WebSocket from the page to /ws/echo, with Chromium's own
+// permessage-deflate offer, and checks the echoes.
 // Exits 0 only on success.
 // A screenshot of one page goes to /tmp/pylon-chat.png.
 
@@ -256,6 +258,62 @@ function describeMessages(messages) {
 
 // ---- Test ----
 
+// Opens a WebSocket from the page to /ws/echo with the browser's own client, which offers
+// permessage-deflate, and checks that text and binary messages of several sizes come back
+// unchanged. Returns the agreed extensions, the number of echoes and any mismatches.
+async function echoFromPage(page) {
+  return page.evaluate(async (timeoutMs) => {
+    const url = `ws://${location.host}/ws/echo`;
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    const received = [];
+    let wake = null;
+    ws.onmessage = (event) => {
+      received.push(event.data);
+      if (wake) {
+        wake();
+      }
+    };
+    const deadline = Date.now() + timeoutMs;
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error(`WebSocket to ${url} failed`));
+    });
+    const repeated = "compressible text ".repeat(4000);
+    const bytes = new Uint8Array(100_000).map((_, i) => (i * 7) % 13);
+    const messages = ["", "short ✓", repeated, bytes.buffer];
+    for (const message of messages) {
+      ws.send(message);
+    }
+    while (received.length < messages.length && Date.now() < deadline) {
+      await new Promise((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 100);
+      });
+    }
+    const mismatches = [];
+    messages.forEach((sent, i) => {
+      const got = received[i];
+      if (typeof sent === "string") {
+        if (got !== sent) {
+          mismatches.push(`message ${i} (text of ${sent.length} chars)`);
+        }
+      } else {
+        const same =
+          got instanceof ArrayBuffer &&
+          got.byteLength === sent.byteLength &&
+          new Uint8Array(got).every((b, j) => b === bytes[j]);
+        if (!same) {
+          mismatches.push(`message ${i} (binary of ${sent.byteLength} bytes)`);
+        }
+      }
+    });
+    const extensions = ws.extensions;
+    ws.close(1000);
+    return { extensions, count: received.length, mismatches };
+  }, UI_TIMEOUT_MS);
+}
+
 async function runTest(binary, port) {
   const baseUrl = `http://127.0.0.1:${port}`;
   const dataDir = await mkdtemp(join(tmpdir(), "pylon-browser-"));
@@ -287,6 +345,14 @@ async function runTest(binary, port) {
     await waitForNoPending(pageB);
     pass("messages sent with Enter and with the Send button reach the other page");
     const beforeRestart = await readMessages(pageB);
+
+    const echo = await echoFromPage(pageA);
+    check(
+      echo.extensions.startsWith("permessage-deflate"),
+      `Chromium and /ws/echo agreed on extensions ${JSON.stringify(echo.extensions)}, expected permessage-deflate`,
+    );
+    check(echo.mismatches.length === 0, `echo mismatches from the browser: ${echo.mismatches.join(", ")}`);
+    pass(`Chromium's WebSocket negotiates ${echo.extensions} with /ws/echo and gets ${echo.count} echoes back unchanged`);
 
     const stopped = server.process;
     await stopServer(stopped);

@@ -31,16 +31,16 @@ fn node_script(name: &str) -> PathBuf {
     repo_root().join("tests/node").join(name)
 }
 
-/// Runs `echo_client.mjs` against a fresh `pylon serve` and returns its output, after
-/// asserting that every check passed.
-fn run_ws_client_against_pylon(extra_args: &[&str]) -> String {
+/// Runs `echo_client.mjs` against a fresh `pylon serve` started with `server_args` and
+/// returns its output, after asserting that every check passed.
+fn run_ws_client_against_pylon(server_args: &[&str], client_args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), server_args);
     let (status, output) = run_with_timeout(
         Command::new("node")
             .arg(node_script("echo_client.mjs"))
             .arg(server.url("/ws/echo"))
-            .args(extra_args)
+            .args(client_args)
             .env_remove("PYLON_EXPECT_DEFLATE")
             .current_dir(repo_root()),
         Duration::from_secs(120),
@@ -55,23 +55,28 @@ fn run_ws_client_against_pylon(extra_args: &[&str]) -> String {
 
 #[test]
 fn ws_client_against_pylon_echo() {
-    let output = run_ws_client_against_pylon(&[]);
+    let output = run_ws_client_against_pylon(&[], &[]);
     assert!(
         !output.contains("permessage-deflate"),
         "no extension was offered, but the output mentions one:\n{output}"
     );
 }
 
-// NOTE: while Pylon ignores permessage-deflate offers, this covers a declined offer. Once
-// Pylon negotiates the extension, the same run covers compressed frames instead, and the
-// declined case needs a server configured to decline it.
 #[test]
-fn ws_client_offering_deflate_against_pylon_echo() {
-    let output = run_ws_client_against_pylon(&["--compress"]);
+fn ws_client_compressed_against_pylon_echo() {
+    let output = run_ws_client_against_pylon(&[], &["--compress"]);
     assert!(
-        output.contains("permessage-deflate: offered, declined by the server")
-            || output.contains("permessage-deflate: negotiated"),
-        "echo_client.mjs did not report the outcome of its permessage-deflate offer:\n{output}"
+        output.contains("permessage-deflate: negotiated"),
+        "pylon serve did not agree to the ws client's permessage-deflate offer:\n{output}"
+    );
+}
+
+#[test]
+fn ws_client_offer_declined_by_pylon() {
+    let output = run_ws_client_against_pylon(&["--no-compression"], &["--compress"]);
+    assert!(
+        output.contains("permessage-deflate: offered, declined by the server"),
+        "pylon serve --no-compression agreed to permessage-deflate:\n{output}"
     );
 }
 
@@ -226,9 +231,14 @@ fn run_pylon_client_against_ws_server(server_deflate: bool) {
             .expect("connect to echo_server.mjs");
         let extensions = response.headers().get(SEC_WEBSOCKET_EXTENSIONS);
         if server_deflate {
-            // Whether Pylon's client offers permessage-deflate depends on its build, so
-            // either outcome passes as long as every echo below matches.
-            eprintln!("agreed extensions: {extensions:?}");
+            // Pylon's client offers permessage-deflate by default.
+            let agreed = extensions
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                agreed.starts_with("permessage-deflate"),
+                "echo_server.mjs --compress did not agree to permessage-deflate: {extensions:?}"
+            );
         } else {
             assert_eq!(
                 extensions, None,
@@ -302,8 +312,6 @@ fn pylon_client_against_ws_server() {
     run_pylon_client_against_ws_server(false);
 }
 
-/// The server accepts permessage-deflate, so the connection runs compressed if Pylon's
-/// client offers it and uncompressed otherwise.
 #[test]
 fn pylon_client_against_deflate_ws_server() {
     run_pylon_client_against_ws_server(true);
