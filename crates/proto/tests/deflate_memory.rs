@@ -60,7 +60,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-
 fn live() -> isize {
     LIVE_BYTES.with(Cell::get)
 }
