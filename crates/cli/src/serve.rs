@@ -16,11 +16,11 @@ use hyper::service::service_fn;
 use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError, SqliteStore};
 use pylon_proto::DeflateConfig;
 use pylon_proto::handshake::OriginPolicy;
-use pylon_ws::server::{PendingUpgrade, ServerConfig};
+use pylon_ws::server::ServerConfig;
 use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, debug_span, info, info_span, warn};
 
 use crate::ServeArgs;
 use crate::metrics::Metrics;
@@ -345,10 +345,21 @@ fn upgrade(
     };
     match pylon_ws::server::upgrade(req, config) {
         Ok((resp, pending)) => {
+            let conn_id = node.next_conn_id.fetch_add(1, Ordering::Relaxed);
+            // Each open span uses a few hundred bytes of subscriber memory, so a WebSocket
+            // has one only while debug logs are on. It is a child of the HTTP connection's
+            // span, which otherwise closes at the upgrade.
+            let span = debug_span!("ws", conn_id, endpoint = endpoint.label());
+            // Boxed, so that the task keeps a pointer to the upgrade future instead of room
+            // for it while the WebSocket is open.
+            let upgraded = Box::pin(pending.finish());
             let node = Arc::clone(node);
-            tokio::spawn(
-                async move { run_socket(node, pending, endpoint).await }.in_current_span(),
-            );
+            // A task takes the size of its future's largest state, so each endpoint has a
+            // task type of its own and an echo socket does not pay for the chat session.
+            match endpoint {
+                Endpoint::Echo => spawn_in(span, echo_socket(node, conn_id, upgraded)),
+                Endpoint::Chat => spawn_in(span, chat_socket(node, conn_id, upgraded)),
+            }
             resp
         }
         Err(error) => {
@@ -362,17 +373,76 @@ fn upgrade(
     }
 }
 
-async fn run_socket(node: Arc<Node>, pending: PendingUpgrade, endpoint: Endpoint) {
-    let mut ws = match pending.finish().await {
+/// Spawns `task`, inside `span` unless the span is disabled. An instrumented future is 40
+/// bytes larger, and tokio 1.54 rounds each task allocation up to a multiple of 128 bytes
+/// on x86-64 and aarch64, so those 40 bytes can cost 128 per connection.
+fn spawn_in(span: Span, task: impl Future<Output = ()> + Send + 'static) {
+    if span.is_disabled() {
+        tokio::spawn(task);
+    } else {
+        tokio::spawn(task.instrument(span));
+    }
+}
+
+/// Output of `PendingUpgrade::finish`.
+type Upgraded = Result<WebSocket<TcpStream>, pylon_ws::Error>;
+
+/// Sends every text and binary message back unchanged.
+///
+/// The loop is written out here instead of in a function of its own, and the received item
+/// is unpacked at the `await`, because both save room in the future that the task keeps
+/// for the life of the connection.
+async fn echo_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded>) {
+    let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Echo, upgraded).await else {
+        return;
+    };
+    loop {
+        let msg = match ws.recv().await {
+            Some(Ok(msg)) => msg,
+            Some(Err(error)) => {
+                debug!(%error, "echo connection failed");
+                break;
+            }
+            None => break,
+        };
+        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            continue;
+        }
+        let len = msg.len();
+        node.metrics.received("echo", len);
+        if let Err(error) = ws.send(msg).await {
+            debug!(%error, "echo send failed");
+            break;
+        }
+        node.metrics.sent("echo", len);
+    }
+    close_socket(&node, conn_id, Endpoint::Echo);
+}
+
+async fn chat_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded>) {
+    let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Chat, upgraded).await else {
+        return;
+    };
+    chat(&node, conn_id, &mut ws).await;
+    close_socket(&node, conn_id, Endpoint::Chat);
+}
+
+/// Waits for hyper to hand the connection over and registers the WebSocket. Returns `None`
+/// if the upgrade failed.
+async fn open_socket(
+    node: &Node,
+    conn_id: u64,
+    endpoint: Endpoint,
+    upgraded: impl Future<Output = Upgraded>,
+) -> Option<WebSocket<TcpStream>> {
+    let mut ws = match upgraded.await {
         Ok(ws) => ws,
         Err(error) => {
             debug!(%error, "upgrade did not complete");
-            return;
+            return None;
         }
     };
-    let conn_id = node.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let label = endpoint.label();
-    let span = info_span!("ws", conn_id, endpoint = label);
     lock(&node.sockets).insert(conn_id, ws.sender());
     node.metrics
         .connections_total
@@ -382,43 +452,19 @@ async fn run_socket(node: Arc<Node>, pending: PendingUpgrade, endpoint: Endpoint
         .connections_open
         .with_label_values(&[label])
         .inc();
-    debug!(parent: &span, "WebSocket open");
+    debug!("WebSocket open");
+    Some(ws)
+}
 
-    match endpoint {
-        Endpoint::Echo => echo(&node, &mut ws).instrument(span.clone()).await,
-        Endpoint::Chat => chat(&node, conn_id, &mut ws).instrument(span.clone()).await,
-    }
-
+/// Unregisters a WebSocket that has ended.
+fn close_socket(node: &Node, conn_id: u64, endpoint: Endpoint) {
     node.metrics
         .connections_open
-        .with_label_values(&[label])
+        .with_label_values(&[endpoint.label()])
         .dec();
     lock(&node.sockets).remove(&conn_id);
     node.socket_closed.notify_waiters();
-    debug!(parent: &span, "WebSocket closed");
-}
-
-/// Sends every text and binary message back unchanged.
-async fn echo(node: &Node, ws: &mut WebSocket<TcpStream>) {
-    while let Some(received) = ws.recv().await {
-        let msg = match received {
-            Ok(msg) => msg,
-            Err(error) => {
-                debug!(%error, "echo connection failed");
-                return;
-            }
-        };
-        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
-            continue;
-        }
-        let len = msg.len();
-        node.metrics.received("echo", len);
-        if let Err(error) = ws.send(msg).await {
-            debug!(%error, "echo send failed");
-            return;
-        }
-        node.metrics.sent("echo", len);
-    }
+    debug!("WebSocket closed");
 }
 
 /// Runs one chat session: client messages go to the chat service, which answers and
