@@ -61,6 +61,8 @@ pub struct ConnectionsConfig {
     pub settle: Duration,
     /// Hard limit on the whole run. `None` allows the hold plus 120 seconds.
     pub timeout: Option<Duration>,
+    /// Offer permessage-deflate when connecting. Off by default.
+    pub compress: bool,
 }
 
 impl ConnectionsConfig {
@@ -77,6 +79,7 @@ impl ConnectionsConfig {
             server_pid: None,
             settle: Duration::from_secs(1),
             timeout: None,
+            compress: false,
         }
     }
 
@@ -279,6 +282,7 @@ async fn open_all(
         let permits = Arc::clone(&permits);
         let url = config.url.clone();
         let ws_config = ws_config.clone();
+        let compress = config.compress;
         let source = endpoint.clone().map(|endpoint| {
             let ip = config.source_ips[index % config.source_ips.len()];
             (endpoint, ip)
@@ -287,8 +291,10 @@ async fn open_all(
             let _permit = permits.acquire_owned().await;
             let connect_started = Instant::now();
             let result = match source {
-                Some((endpoint, ip)) => dial::connect_from(&endpoint, ip, &ws_config).await,
-                None => dial::connect(&url, &ws_config).await,
+                Some((endpoint, ip)) => {
+                    dial::connect_from(&endpoint, ip, &ws_config, compress).await
+                }
+                None => dial::connect(&url, &ws_config, compress).await,
             };
             (result, connect_started.elapsed())
         });

@@ -74,6 +74,9 @@ pub struct EchoConfig {
     pub size: usize,
     /// Send text messages instead of binary ones.
     pub text: bool,
+    /// Offer permessage-deflate when connecting. Off by default, so that the benchmark
+    /// measures framing, not compression.
+    pub compress: bool,
     /// When the run stops sending.
     pub stop: Stop,
     /// Open-loop target rate in messages per second over all connections. `None` runs
@@ -99,6 +102,7 @@ impl EchoConfig {
             connections,
             size,
             text: false,
+            compress: false,
             stop,
             rate: None,
             pipeline: 1,
@@ -282,10 +286,11 @@ async fn open_all(
         let permits = Arc::clone(&permits);
         let url = config.url.clone();
         let ws_config = ws_config.clone();
+        let compress = config.compress;
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let started = Instant::now();
-            let result = dial::connect(&url, &ws_config).await;
+            let result = dial::connect(&url, &ws_config, compress).await;
             (index, result, started.elapsed())
         });
     }

@@ -50,6 +50,11 @@ struct CommonArgs {
     /// Print one JSON object to stdout instead of a table, and no progress bar.
     #[arg(long)]
     json: bool,
+
+    /// Offer permessage-deflate on every connection. Without it the benchmark offers no
+    /// compression, so that it measures framing rather than zlib.
+    #[arg(long)]
+    compress: bool,
 }
 
 /// Options of `pylon bench echo`.
@@ -151,6 +156,7 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     };
     let mut config = EchoConfig::new(args.url, args.connections, args.size, stop);
     config.text = args.text;
+    config.compress = args.common.compress;
     config.rate = args.rate;
     config.pipeline = args.pipeline;
     config.warmup = seconds("--warmup", args.warmup)?;
@@ -196,6 +202,7 @@ fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
     config.server_pid = args.server_pid;
     config.connect_concurrency = args.common.connect_concurrency;
     config.timeout = optional_seconds("--timeout", args.common.timeout)?;
+    config.compress = args.common.compress;
 
     let runtime = build_runtime(args.common.threads)?;
     let progress = Arc::new(Progress::new());

@@ -2,7 +2,8 @@
 
 use std::mem;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::buf::Limit;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::Rng;
 
 use crate::deflate::{Deflater, Inflater, PerMessageDeflate};
@@ -26,6 +27,11 @@ const MAX_PENDING_PONG_BYTES: usize = 2 << 10;
 
 /// Maximum payload of a control frame (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Smallest payload that [`Connection::encode_split`] hands back instead of copying.
+/// Smaller payloads are copied, on the estimate (not measured) that copying a few KiB
+/// costs less than one more buffer in the write.
+const MIN_SPLIT_PAYLOAD: usize = 4 << 10;
 
 /// Size limits for received data, checked from frame headers before any payload is
 /// buffered. Exceeding one fails the connection with close code 1009.
@@ -140,6 +146,10 @@ pub struct Connection {
     message_kind: Option<DataKind>,
     /// Data frame whose payload is arriving, if any.
     payload: Option<PayloadProgress>,
+    /// Length of `message` when [`Connection::payload_buf`] handed it out. The payload
+    /// bytes the caller appended after it are unmasked and checked by the next `decode`.
+    /// A `u32` keeps the connection small, so messages past 4 GiB are copied instead.
+    payload_buf_start: Option<u32>,
     /// Unmasked payload of the message being assembled.
     message: BytesMut,
     /// Length of the prefix of `message` that is checked, complete UTF-8 (text only).
@@ -168,6 +178,7 @@ impl Connection {
             pending_pongs: BytesMut::new(),
             message_kind: None,
             payload: None,
+            payload_buf_start: None,
             message: BytesMut::new(),
             utf8_checked: 0,
             message_compressed: false,
@@ -211,6 +222,12 @@ impl Connection {
     /// connection, which has no buffer.
     pub fn buffered(&self) -> usize {
         self.message.len()
+    }
+
+    /// Returns the number of payload bytes of the data frame being received that have not
+    /// arrived yet, or 0 between frames. An I/O layer can size its next read with it.
+    pub fn pending_payload_len(&self) -> u64 {
+        self.payload.map_or(0, |progress| progress.remaining)
     }
 
     /// Returns `true` if automatic frames wait for [`Connection::write_pending`].
@@ -261,6 +278,15 @@ impl Connection {
     }
 
     fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        if let Some(start) = self.payload_buf_start.take()
+            && let Some(progress) = self.payload
+        {
+            let start = start as usize;
+            let appended = self.message.len() - start;
+            if self.account_payload(progress, start, appended)? && progress.fin {
+                return Ok(Some(self.take_message()));
+            }
+        }
         loop {
             if let Some(progress) = self.payload {
                 if !self.read_payload(progress, src)? {
@@ -373,7 +399,7 @@ impl Connection {
     /// buffer. Returns `true` when the frame is complete.
     fn read_payload(
         &mut self,
-        mut progress: PayloadProgress,
+        progress: PayloadProgress,
         src: &mut BytesMut,
     ) -> Result<bool, ProtocolError> {
         if self.message_compressed {
@@ -381,11 +407,30 @@ impl Connection {
         }
         // `remaining` fits in usize once it is at most `src.len()`.
         let count = progress.remaining.min(src.len() as u64) as usize;
+        let start = self.message.len();
         if count > 0 {
             self.reserve_message(count, progress.remaining, progress.fin);
-            let start = self.message.len();
             self.message.extend_from_slice(&src[..count]);
             src.advance(count);
+        }
+        self.account_payload(progress, start, count)
+    }
+
+    /// Unmasks and checks the `count` payload bytes of the current data frame that were
+    /// appended to the message buffer at `start`. Returns `true` when the frame is
+    /// complete.
+    fn account_payload(
+        &mut self,
+        mut progress: PayloadProgress,
+        start: usize,
+        count: usize,
+    ) -> Result<bool, ProtocolError> {
+        assert!(
+            count as u64 <= progress.remaining,
+            "{count} payload bytes were appended, but only {} remain in the frame",
+            progress.remaining
+        );
+        if count > 0 {
             if let Some(key) = progress.mask {
                 apply_mask(&mut self.message[start..], key, progress.received);
             }
@@ -399,6 +444,41 @@ impl Connection {
         }
         self.payload = if complete { None } else { Some(progress) };
         Ok(complete)
+    }
+
+    /// Returns the message buffer, with room for up to `max` more payload bytes of the
+    /// data frame being received, so that the caller can read them from the transport
+    /// straight into it and save a copy.
+    ///
+    /// The returned buffer accepts at most the bytes that the frame still lacks. The next
+    /// [`Connection::decode`] call unmasks and checks the bytes appended to it, before it
+    /// looks at its `src`. Returns `None` between frames, for a compressed message and
+    /// after a close or fault: those bytes must go through `decode`. The room follows the
+    /// growth rule of the message buffer, so it is at most twice the payload received so
+    /// far plus `max`.
+    pub fn payload_buf(&mut self, max: usize) -> Option<Limit<&mut BytesMut>> {
+        let progress = self.payload?;
+        if self.failed || self.message_compressed {
+            return None;
+        }
+        let start = match self.payload_buf_start {
+            Some(start) => start as usize,
+            None => {
+                let start = self.message.len();
+                self.payload_buf_start = Some(u32::try_from(start).ok()?);
+                start
+            }
+        };
+        // Bytes appended since the last `decode` count against the frame too.
+        let appended = (self.message.len() - start) as u64;
+        let frame_rest = progress.remaining - appended;
+        // `count` fits in usize because it is at most `max`.
+        let count = frame_rest.min(max as u64) as usize;
+        if count == 0 {
+            return None;
+        }
+        self.reserve_message(count, frame_rest, progress.fin);
+        Some((&mut self.message).limit(count))
     }
 
     /// Ensures room for `incoming` more bytes in the message buffer.
@@ -431,10 +511,7 @@ impl Connection {
         if len == 0 {
             self.message = BytesMut::with_capacity(target);
         } else {
-            // `BytesMut::reserve` may round up past `max_capacity`, so the copy is explicit.
-            let mut grown = BytesMut::with_capacity(target);
-            grown.extend_from_slice(&self.message);
-            self.message = grown;
+            self.message = grow_exact(mem::take(&mut self.message), target);
         }
     }
 
@@ -522,6 +599,7 @@ impl Connection {
 
     fn release_message(&mut self) {
         self.message = BytesMut::new();
+        self.payload_buf_start = None;
         self.message_kind = None;
         self.payload = None;
         self.utf8_checked = 0;
@@ -612,6 +690,59 @@ impl Connection {
         Ok(())
     }
 
+    /// Encodes `msg` like [`Connection::encode`], except that the payload of a large data
+    /// message that goes out as a single unmasked, uncompressed frame is not copied.
+    ///
+    /// In that case only the frame header is written into `dst`, and the payload is
+    /// returned: the caller must send it right after the bytes in `dst`, before anything
+    /// encoded later. That applies to a server's text or binary message of at least
+    /// 4 KiB without permessage-deflate and without fragmentation. Otherwise the whole
+    /// message is written into `dst` and `Ok(None)` is returned.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`Connection::encode`]. On error nothing is written.
+    pub fn encode_split(
+        &mut self,
+        msg: Message,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SendError> {
+        let (opcode, payload) = match msg {
+            Message::Text(text) => (OpCode::TEXT, text.into_bytes()),
+            Message::Binary(data) => (OpCode::BINARY, data),
+            control => return self.encode(control, dst).map(|()| None),
+        };
+        // The checks of `encode` for a data message.
+        if self.failed || self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+
+        let fits_one_frame = self
+            .config
+            .max_send_frame_size
+            .is_none_or(|size| payload.len() <= size.max(1));
+        let splittable = self.role == Role::Server
+            && self.config.deflate.is_none()
+            && fits_one_frame
+            && payload.len() >= MIN_SPLIT_PAYLOAD;
+        if !splittable {
+            self.write_data(dst, opcode, &payload);
+            return Ok(None);
+        }
+
+        let header = FrameHeader {
+            fin: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        frame::encode_header(&header, dst);
+        Ok(Some(payload))
+    }
+
     fn write_close(&mut self, dst: &mut BytesMut, payload: &[u8]) {
         // Pongs queued before the close go out first, because none may follow it.
         let pongs = mem::take(&mut self.pending_pongs);
@@ -692,6 +823,18 @@ impl Connection {
             apply_mask(&mut dst[start..], key, 0);
         }
     }
+}
+
+/// Grows `buf` to a capacity of `target` bytes, keeping its contents.
+///
+/// `BytesMut::reserve` may round the capacity up past a size limit, so this goes through
+/// `Vec::reserve_exact` instead. For the message buffer, which is never split or advanced,
+/// both conversions are free, and the allocator can often grow the block in place or
+/// remap its pages rather than copy them.
+fn grow_exact(buf: BytesMut, target: usize) -> BytesMut {
+    let mut vec = Vec::from(buf);
+    vec.reserve_exact(target.saturating_sub(vec.len()));
+    BytesMut::from(Bytes::from(vec))
 }
 
 /// Returns the payload limit for a frame of a compressed message: `max_frame_size` plus

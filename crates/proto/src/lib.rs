@@ -46,7 +46,10 @@
 //!
 //! Received payloads are unmasked and moved into the connection's message buffer as they
 //! arrive, so a text message is checked for UTF-8 incrementally and a fault is reported at
-//! the first invalid byte. Size limits ([`Limits`]) are enforced from frame headers, before
+//! the first invalid byte. To save a copy of large payloads, an I/O layer can read a
+//! frame's payload straight into the message buffer through [`Connection::payload_buf`],
+//! and send a large payload with [`Connection::encode_split`], which writes only the frame
+//! header. Size limits ([`Limits`]) are enforced from frame headers, before
 //! any payload is buffered. A compressed message is decompressed as its payload arrives,
 //! and its decompressed size is checked as it grows.
 

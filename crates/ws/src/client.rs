@@ -10,7 +10,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version};
 use pylon_proto::handshake::ClientRequest;
 use pylon_proto::{DeflateConfig, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::{Config, Error, WebSocket};
@@ -89,16 +89,63 @@ pub async fn connect(
     cfg: ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
     let target = Target::parse(url)?;
-    if let Some(name) = cfg
-        .headers
-        .keys()
-        .find(|name| RESERVED_HEADERS.contains(name))
-    {
-        return Err(Error::ReservedHeader(name.clone()));
-    }
+    check_headers(&cfg.headers)?;
+    with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
+        let stream = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        handshake(stream, &target, cfg).await
+    })
+    .await
+}
 
-    let timeout = cfg.ws.handshake_timeout;
-    match tokio::time::timeout(timeout, handshake(&target, cfg)).await {
+/// Runs the client handshake for the `ws://` URL `url` over `stream`, a connection that
+/// the caller has already opened to the URL's host, for example from a chosen source
+/// address or through a proxy tunnel.
+///
+/// `url` supplies the `Host` header and the request target. Its host and port are not
+/// connected to. Otherwise this works like [`connect`]: the request, the response check
+/// and bytes after the response head are handled the same way, all within
+/// `cfg.ws.handshake_timeout`. Socket options such as `TCP_NODELAY` are left to the
+/// caller.
+///
+/// # Errors
+///
+/// The errors of [`connect`], where [`Error::Io`] comes from writing or reading `stream`.
+pub async fn connect_with_stream<S>(
+    stream: S,
+    url: &str,
+    cfg: ClientConfig,
+) -> Result<(WebSocket<S>, Response<()>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let target = Target::parse(url)?;
+    check_headers(&cfg.headers)?;
+    with_handshake_timeout(
+        url,
+        cfg.ws.handshake_timeout,
+        handshake(stream, &target, cfg),
+    )
+    .await
+}
+
+/// Rejects headers in `ClientConfig::headers` that the handshake sets itself.
+fn check_headers(headers: &HeaderMap) -> Result<(), Error> {
+    match headers.keys().find(|name| RESERVED_HEADERS.contains(name)) {
+        Some(name) => Err(Error::ReservedHeader(name.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Awaits `handshake`, failing with [`Error::HandshakeTimeout`] after `timeout`.
+async fn with_handshake_timeout<T>(
+    url: &str,
+    timeout: std::time::Duration,
+    handshake: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, handshake).await {
         Ok(result) => result,
         Err(_) => {
             tracing::debug!(url, ?timeout, "websocket handshake timed out");
@@ -184,15 +231,15 @@ impl Target {
     }
 }
 
-async fn handshake(
+/// Sends the upgrade request over `stream` and checks the response.
+async fn handshake<S>(
+    mut stream: S,
     target: &Target,
     cfg: ClientConfig,
-) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
-    let mut stream = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-    }
-
+) -> Result<(WebSocket<S>, Response<()>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let request = ClientRequest::new(cfg.protocols).with_deflate(cfg.compression);
     let headers = request.try_headers(&target.host_header)?;
     let head = encode_request_head(&target.path, &headers, &cfg.headers);
@@ -233,7 +280,10 @@ fn encode_request_head(path: &str, headers: &HeaderMap, extra: &HeaderMap) -> Ve
 }
 
 /// Reads and parses the response head. Returns it with the bytes that followed it.
-async fn read_response_head(stream: &mut TcpStream) -> Result<(Response<()>, BytesMut), Error> {
+async fn read_response_head<S>(stream: &mut S) -> Result<(Response<()>, BytesMut), Error>
+where
+    S: AsyncRead + Unpin,
+{
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if buf.len() >= MAX_RESPONSE_HEAD {

@@ -6,8 +6,9 @@ use pylon_proto::CloseCode;
 
 /// Settings of one [`crate::WebSocket`].
 ///
-/// Every timer runs only while [`crate::WebSocket::recv`] (or the `Stream` implementation)
-/// is being polled, because that poll drives the connection. [`Config::default`] gives the
+/// Every timer runs only while [`crate::WebSocket::recv`] (or the `Stream` implementation),
+/// [`crate::WebSocket::send`] or the `Sink` is being polled, because those polls drive the
+/// connection. [`Config::default`] gives the
 /// values stated on each field.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -27,6 +28,15 @@ pub struct Config {
     /// dead: the transport is shut down without a close handshake and `recv` returns
     /// [`crate::Error::PongTimeout`]. Default: 10 seconds.
     pub pong_timeout: Duration,
+    /// Time that a write to the transport may make no progress before the connection is
+    /// dropped.
+    ///
+    /// The clock starts when the transport stops accepting bytes while frames wait to be
+    /// written, and restarts on every byte written. When it expires, the peer is
+    /// considered stuck: the connection ends without a close handshake and `recv` or
+    /// `send` returns [`crate::Error::WriteTimeout`]. This bounds a peer that sends but
+    /// never reads. `None` disables it. Default: 10 seconds, the same as `pong_timeout`.
+    pub write_timeout: Option<Duration>,
     /// Time without a text or binary message in either direction after which the
     /// connection is closed with 1001 (going away) and `recv` returns
     /// [`crate::Error::IdleTimeout`].
@@ -34,11 +44,14 @@ pub struct Config {
     /// Control frames do not count, so keep-alive pings do not hold an idle connection
     /// open. Default: `None` (no idle timeout).
     pub idle_timeout: Option<Duration>,
-    /// Time to wait, once a close frame was sent or received, for the close handshake and
-    /// the end of the transport to finish before the transport is dropped.
+    /// Time to wait, once a close frame was sent, received or queued through
+    /// [`crate::Sender::close`], or the connection failed, for the close handshake and the
+    /// end of the transport to finish before the transport is dropped.
     ///
-    /// This bounds both the wait for the peer's close frame and, as a client, the wait for
-    /// the server to close TCP first. Default: 5 seconds.
+    /// This bounds the wait for the peer's close frame, the write of a queued close frame,
+    /// and the wait for the peer to close TCP. A client waits for the server to close
+    /// first. A server, or either side after a protocol fault, shuts down its write side
+    /// and discards received bytes until the peer closes. Default: 5 seconds.
     pub close_timeout: Duration,
     /// Time allowed for the HTTP upgrade handshake.
     ///
@@ -61,6 +74,7 @@ impl Default for Config {
             proto: pylon_proto::Config::default(),
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(10),
+            write_timeout: Some(Duration::from_secs(10)),
             idle_timeout: None,
             close_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),

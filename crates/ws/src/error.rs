@@ -10,8 +10,9 @@ pub enum Error {
     #[error("websocket transport i/o failed: {0}")]
     Io(#[from] std::io::Error),
     /// The peer broke the WebSocket protocol. Unless a close frame was already sent, a
-    /// close frame with [`ProtocolError::close_code`] is written to the peer, and the write
-    /// starts before this error is returned.
+    /// close frame with [`ProtocolError::close_code`] is written to the peer. `recv`
+    /// returns this error once that frame is written and the transport has ended, or the
+    /// close timeout has passed.
     #[error("peer violated the websocket protocol: {0}")]
     Protocol(#[from] ProtocolError),
     /// The HTTP upgrade handshake failed.
@@ -27,6 +28,13 @@ pub enum Error {
          dropped (raise Config::pong_timeout if the peer is slow rather than dead)"
     )]
     PongTimeout,
+    /// A write to the transport made no progress within `Config::write_timeout`, so the
+    /// connection was dropped without a close handshake.
+    #[error(
+        "write timed out: the peer accepted no bytes within the write timeout, the connection \
+         was dropped (raise Config::write_timeout if the peer is slow rather than stuck)"
+    )]
+    WriteTimeout,
     /// No text or binary message moved in either direction within the idle timeout, so a
     /// close frame with 1001 was sent.
     #[error(
@@ -40,8 +48,9 @@ pub enum Error {
          Config::handshake_timeout)"
     )]
     HandshakeTimeout,
-    /// A close frame was sent but the peer did not send its own close frame within
-    /// `Config::close_timeout`, so the transport was dropped.
+    /// A close frame was sent, or queued through a [`crate::Sender`], but the peer did not
+    /// send its own close frame within `Config::close_timeout`, so the transport was
+    /// dropped.
     #[error(
         "close handshake timed out: the peer sent no close frame within the close timeout, the \
          transport was dropped (raise Config::close_timeout for slow peers)"

@@ -85,7 +85,10 @@ impl Sender {
                 drop(queue);
                 shared.dropped.fetch_add(discarded, Ordering::Relaxed);
                 shared.waker.wake();
-                tracing::warn!(
+                // Debug, not warn: this runs in the span of the task that called
+                // `try_send`, which is usually another connection's. The caller sees
+                // `TrySendError::Full` and can log it with the right connection id.
+                tracing::debug!(
                     code = code.0,
                     discarded,
                     "outbound queue full, peer reads too slowly, closing the connection"
@@ -166,6 +169,12 @@ impl Outbound {
     /// [`Outbound::pop`] so that no wake-up is lost.
     pub(crate) fn register(&self, waker: &Waker) {
         self.waker.register(waker);
+    }
+
+    /// Returns `true` while a close frame from [`Sender::close`] or [`FullPolicy::Close`]
+    /// waits in the queue.
+    pub(crate) fn close_requested(&self) -> bool {
+        self.closed.load(Ordering::Acquire) && self.lock().close.is_some()
     }
 
     /// Removes the next item to write: a queued message, or the close frame once the
@@ -259,6 +268,27 @@ mod tests {
         let expected = Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "shutdown")));
         assert_eq!(shared.pop(), Some(expected));
         assert_eq!(shared.pop(), None);
+    }
+
+    #[test]
+    fn close_request_is_visible_until_popped() {
+        let (sender, shared) = sender(4, FullPolicy::Drop);
+        assert!(!shared.close_requested());
+        sender.try_send(Message::text("a")).unwrap();
+        sender.close(CloseCode::GOING_AWAY, "shutdown");
+        assert!(shared.close_requested());
+        assert_eq!(shared.pop(), Some(Message::text("a")));
+        assert!(shared.close_requested());
+        assert!(matches!(shared.pop(), Some(Message::Close(_))));
+        assert!(!shared.close_requested());
+    }
+
+    #[test]
+    fn shut_is_no_close_request() {
+        let (sender, shared) = sender(4, FullPolicy::Drop);
+        sender.close(CloseCode::GOING_AWAY, "shutdown");
+        shared.shut();
+        assert!(!shared.close_requested());
     }
 
     #[test]

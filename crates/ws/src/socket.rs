@@ -2,6 +2,7 @@
 
 mod driver;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -12,15 +13,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FusedStream;
 use futures_util::{Sink, Stream};
-use pylon_proto::{CloseCode, CloseFrame, Connection, Message, PerMessageDeflate, Role, State};
+use pylon_proto::{
+    CloseCode, CloseFrame, Connection, Message, PerMessageDeflate, ProtocolError, Role, State,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::outbound::Outbound;
 use crate::{Config, Error, FullPolicy, Sender};
 
-/// Once the write buffer contains this many bytes, `recv` stops moving messages from the
-/// outbound queue into it and the `Sink` waits for the transport before accepting more.
+/// Once the write buffer contains this many bytes, `recv` stops reading from the transport
+/// and stops moving queued messages and automatic frames into the buffer, and the `Sink`
+/// waits for the transport before accepting more. A peer that sends without reading is
+/// then held back by TCP flow control instead of growing the buffer.
 const WRITE_BUF_HIGH_WATER: usize = 64 * 1024;
 
 /// A write buffer with at most this capacity is kept after it was written out, so that
@@ -39,6 +44,10 @@ const WRITE_BUF_RETAIN: usize = 256;
 /// been queued when a ping is returned. A received close frame is returned as
 /// [`Message::Close`], and after the close handshake `recv` returns `None`.
 ///
+/// Reads stop while 64 KiB or more wait to be written, so a peer that sends without
+/// reading is held back by TCP flow control rather than by buffering. A write that makes
+/// no progress for `Config::write_timeout` ends the connection.
+///
 /// An idle connection holds no read buffer, and its write buffer is released once written
 /// unless it is at most 256 bytes. The keep-alive timer is a boxed `tokio::time::Sleep`
 /// that is allocated the first time a timeout or ping interval needs it.
@@ -48,7 +57,12 @@ pub struct WebSocket<S> {
     /// Received bytes that `decode` has not consumed. Unallocated while empty between
     /// messages.
     read_buf: BytesMut,
-    /// Encoded frames waiting to be written.
+    /// Encoded bytes to write before `write_buf`: the frame headers and the payloads that
+    /// `Connection::encode_split` returned without copying, in order.
+    write_chunks: VecDeque<Bytes>,
+    /// Total length of `write_chunks`.
+    write_chunks_len: usize,
+    /// Encoded frames waiting to be written, after `write_chunks`.
     write_buf: BytesMut,
     /// Outbound queue, created by the first call to [`WebSocket::sender`].
     outbound: Option<Arc<Outbound>>,
@@ -64,8 +78,17 @@ pub struct WebSocket<S> {
     last_data: Instant,
     /// When the unanswered keep-alive ping was sent.
     ping_sent: Option<Instant>,
-    /// When a close frame was first sent or received, or the connection failed.
+    /// When a close frame was first sent, received or queued through a `Sender`, or the
+    /// connection failed.
     closing_since: Option<Instant>,
+    /// When the transport last refused bytes while the write buffer was not empty.
+    /// `None` while writes make progress.
+    write_stalled_since: Option<Instant>,
+    /// The write side of the transport was shut down after the close.
+    write_shut: bool,
+    /// Protocol fault that `recv` reports once the transport has ended, so that the close
+    /// frame reaches the peer even if the caller drops the connection on the error.
+    fault: Option<ProtocolError>,
     /// Bytes were written since the last flush of the transport.
     flush_needed: bool,
     /// The connection ended; `recv` returns `None`.
@@ -77,6 +100,7 @@ pub struct WebSocket<S> {
 struct Timing {
     ping_interval: Option<Duration>,
     pong_timeout: Duration,
+    write_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     close_timeout: Duration,
     outbound_capacity: usize,
@@ -95,16 +119,26 @@ where
     /// in the handshake, or `None` if none was.
     pub fn from_raw(io: S, role: Role, config: Config, already_read: Bytes) -> Self {
         let now = Instant::now();
+        // Copy instead of converting: hyper hands over its whole read-ahead buffer (8 KiB in
+        // hyper 1.13) even when it holds no bytes, and an idle connection must not keep it.
+        let read_buf = if already_read.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&already_read[..])
+        };
         WebSocket {
             io,
             conn: Connection::new(role, config.proto),
-            read_buf: BytesMut::from(already_read),
+            read_buf,
+            write_chunks: VecDeque::new(),
+            write_chunks_len: 0,
             write_buf: BytesMut::new(),
             outbound: None,
             timer: None,
             timing: Timing {
                 ping_interval: config.ping_interval,
                 pong_timeout: config.pong_timeout,
+                write_timeout: config.write_timeout,
                 idle_timeout: config.idle_timeout,
                 close_timeout: config.close_timeout,
                 outbound_capacity: config.outbound_capacity,
@@ -115,6 +149,9 @@ where
             last_data: now,
             ping_sent: None,
             closing_since: None,
+            write_stalled_since: None,
+            write_shut: false,
+            fault: None,
             flush_needed: false,
             done: false,
         }
@@ -126,6 +163,13 @@ where
     /// returned error that ended it, or when the peer closed the transport after a close
     /// frame. An `Err` ends the connection except [`Error::IdleTimeout`], after which the
     /// close handshake continues on later calls.
+    ///
+    /// After the close handshake or a protocol fault, the connection ends only once the
+    /// transport has ended. A server, or either side after a fault, shuts down its write
+    /// side. Received bytes are then discarded until the peer closes the transport or
+    /// `Config::close_timeout` passes. [`Error::Protocol`] is returned only after that, so
+    /// the close frame that reports the fault reaches the peer even if the caller drops
+    /// the connection on the error.
     ///
     /// # Cancel safety
     ///
@@ -141,6 +185,11 @@ where
     /// Automatic frames that wait in the connection (pongs, close replies) are written
     /// first. Messages queued through a [`Sender`] are written by `recv`, not here.
     ///
+    /// While the write waits for the transport, the deadlines that `recv` enforces keep
+    /// running: the write timeout, the pong timeout, and the close timeout, which starts
+    /// when a [`Sender`] queues a close. Received bytes are not read during `send`, so a
+    /// peer's pong cannot stop a pong timeout until the next `recv`.
+    ///
     /// If the future is dropped before it completes, the message is either not encoded at
     /// all or fully encoded, and in the latter case a later `send`, `recv` or flush writes
     /// it.
@@ -150,6 +199,8 @@ where
     /// [`Error::ConnectionClosed`] once the connection has ended, [`Error::Send`] if the
     /// message cannot be sent (after a close frame, or an invalid close code or a control
     /// payload above 125 bytes), and [`Error::Io`] if the write fails.
+    /// [`Error::WriteTimeout`], [`Error::PongTimeout`] or [`Error::CloseTimeout`] if that
+    /// deadline passed while the write waited, which ends the connection.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         if self.done {
             return Err(Error::ConnectionClosed);
@@ -238,7 +289,12 @@ impl<S> WebSocket<S> {
     /// Returns the number of bytes in this connection's read, write and message buffers
     /// (by length, not capacity). It is 0 for an idle connection.
     pub fn buffered_len(&self) -> usize {
-        self.read_buf.len() + self.write_buf.len() + self.conn.buffered()
+        self.read_buf.len() + self.unwritten_len() + self.conn.buffered()
+    }
+
+    /// Returns the number of encoded bytes not yet written to the transport.
+    fn unwritten_len(&self) -> usize {
+        self.write_chunks_len + self.write_buf.len()
     }
 
     pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
@@ -261,7 +317,7 @@ impl<S> fmt::Debug for WebSocket<S> {
             .field("state", &self.conn.state())
             .field("protocol", &self.protocol)
             .field("read_buffered", &self.read_buf.len())
-            .field("write_buffered", &self.write_buf.len())
+            .field("write_buffered", &self.unwritten_len())
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -303,7 +359,7 @@ where
         if this.done {
             return Poll::Ready(Err(Error::ConnectionClosed));
         }
-        if this.write_buf.len() >= WRITE_BUF_HIGH_WATER {
+        if this.unwritten_len() >= WRITE_BUF_HIGH_WATER {
             ready!(this.poll_flush_writes(cx))?;
         }
         Poll::Ready(Ok(()))

@@ -418,3 +418,38 @@ async fn select_loop_with_recv_is_cancel_safe() {
     };
     assert_eq!(reply, Message::Binary(data));
 }
+
+#[tokio::test]
+async fn connect_with_stream_uses_given_socket() {
+    let addr = spawn_server(quick_config(), echo).await;
+    // A socket bound to a chosen source address before it connects.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let source = socket.local_addr().unwrap();
+    let stream = within("tcp connect", socket.connect(addr)).await.unwrap();
+
+    let (mut ws, response) = within(
+        "handshake",
+        client::connect_with_stream(stream, &url(addr), quick_client()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(ws.get_ref().local_addr().unwrap(), source);
+    assert!(ws.compression().is_some(), "compression was not agreed");
+
+    ws.send(Message::text("through my socket")).await.unwrap();
+    let reply = within("echo", ws.recv()).await.unwrap().unwrap();
+    assert_eq!(reply, Message::text("through my socket"));
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn connect_with_stream_rejects_bad_url() {
+    let addr = spawn_server(quick_config(), echo).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let result = client::connect_with_stream(stream, "http://127.0.0.1/", quick_client()).await;
+    assert!(matches!(result, Err(Error::Url(_))), "{result:?}");
+}

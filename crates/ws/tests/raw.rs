@@ -335,3 +335,27 @@ async fn masked_server_frame_fails_client() {
     let code = [bytes[6] ^ key[0], bytes[7] ^ key[1]];
     assert_eq!(u16::from_be_bytes(code), 1002);
 }
+
+#[tokio::test]
+async fn oversized_message_close_survives_unread_payload() {
+    let mut config = quick_config();
+    config.ws.proto.limits.max_frame_size = 1 << 20;
+    config.ws.proto.limits.max_message_size = 1 << 20;
+    // The handler stops at the first error, as the echo loop of `pylon serve` does.
+    let addr = spawn_server(config, echo).await;
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+
+    // An 8 MiB frame against a 1 MiB limit. The server fails the connection on the header
+    // while most of the payload is still on its way.
+    let frame = masked_frame(true, BINARY, &vec![0x42; 8 << 20]);
+    let written = within("8 MiB write", stream.write_all(&frame)).await;
+    assert!(written.is_ok(), "write failed: {written:?}");
+
+    let close = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(close.close_code(), Some(1009));
+    // The server ends with FIN after discarding the rest, not with a reset.
+    let mut rest = Vec::new();
+    let end = within("end of stream", stream.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "stream ended with {end:?}");
+    assert!(rest.is_empty(), "bytes after the close frame: {rest:?}");
+}

@@ -881,8 +881,10 @@ fn empty_messages_roundtrip() {
 
 #[test]
 fn connection_stays_small() {
+    // 192 bytes plus the 8 of `payload_buf_start`, which saves a copy of every large
+    // received payload.
     assert!(
-        size_of::<Connection>() <= 192,
+        size_of::<Connection>() <= 200,
         "Connection is {} bytes",
         size_of::<Connection>()
     );
@@ -983,4 +985,155 @@ proptest! {
         let mut conn = with_limits(Role::Server, 64, 200);
         feed_in_chunks(&mut conn, &bytes, &cuts, 200);
     }
+}
+
+#[test]
+fn encode_split_returns_large_server_payload() {
+    let mut sender = server();
+    let payload = Bytes::from(vec![7u8; 60 << 10]);
+    let mut out = BytesMut::new();
+    let rest = sender
+        .encode_split(Message::binary(payload.clone()), &mut out)
+        .unwrap()
+        .expect("a 60 KiB server message is split");
+    assert_eq!(out.len(), 4, "only the 16-bit length header is written");
+    assert_eq!(rest, payload);
+    assert_eq!(rest.as_ptr(), payload.as_ptr(), "the payload was copied");
+
+    // Header and payload together are an ordinary frame.
+    out.extend_from_slice(&rest);
+    let (header, header_len) = frame::decode_header(&out).unwrap().unwrap();
+    assert!(header.fin);
+    assert_eq!(header.opcode, OpCode::BINARY);
+    assert_eq!(header.payload_len, 60 << 10);
+    assert_eq!(&out[header_len..], &payload[..]);
+}
+
+#[test]
+fn encode_split_copies_when_it_must() {
+    let large = "x".repeat(8 << 10);
+    let fragmenting = Connection::new(
+        Role::Server,
+        Config {
+            max_send_frame_size: Some(1024),
+            ..Config::default()
+        },
+    );
+    let compressing = Connection::new(
+        Role::Server,
+        Config {
+            deflate: Some(PerMessageDeflate::new(
+                Role::Server,
+                crate::DeflateParams::default(),
+                &crate::DeflateConfig::default(),
+            )),
+            ..Config::default()
+        },
+    );
+    let cases = [
+        ("short message", server(), Message::text("short")),
+        ("client masks", client(), Message::text(large.clone())),
+        ("fragmented", fragmenting, Message::text(large.clone())),
+        ("compressed", compressing, Message::text(large.clone())),
+        (
+            "control frame",
+            server(),
+            Message::Ping(Bytes::from_static(b"p")),
+        ),
+    ];
+    for (name, mut sender, message) in cases {
+        let mut split_out = BytesMut::new();
+        let rest = sender.encode_split(message.clone(), &mut split_out);
+        assert_eq!(rest, Ok(None), "{name}");
+        assert!(!split_out.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn encode_split_rejects_after_close() {
+    let mut sender = server();
+    let mut out = BytesMut::new();
+    sender
+        .encode(Message::close(CloseCode::NORMAL, ""), &mut out)
+        .unwrap();
+    let mut after = BytesMut::new();
+    let result = sender.encode_split(Message::binary(vec![0u8; 8 << 10]), &mut after);
+    assert_eq!(result, Err(SendError::Closed));
+    assert!(after.is_empty());
+}
+
+#[test]
+fn pending_payload_len_tracks_frame() {
+    let mut receiver = server();
+    let payload = vec![1u8; 1000];
+    let mut wire = raw_frame(0x82, &payload, true);
+    let mut src = wire.split_to(wire.len() - 400);
+    assert_eq!(receiver.pending_payload_len(), 0);
+    assert_eq!(receiver.decode(&mut src).unwrap(), None);
+    assert_eq!(receiver.pending_payload_len(), 400);
+    let message = receiver.decode(&mut wire).unwrap();
+    assert_eq!(message, Some(Message::binary(payload)));
+    assert_eq!(receiver.pending_payload_len(), 0);
+}
+
+/// Feeds the payload of a masked data frame through `payload_buf` in pieces of at most
+/// `piece` bytes, after `decode` has consumed the header.
+fn decode_via_payload_buf(
+    receiver: &mut Connection,
+    first_byte: u8,
+    payload: &[u8],
+    piece: usize,
+) -> Result<Option<Message>, ProtocolError> {
+    let wire = raw_frame(first_byte, payload, true);
+    let header_len = wire.len() - payload.len();
+    let mut header = BytesMut::from(&wire[..header_len]);
+    assert_eq!(receiver.decode(&mut header)?, None);
+    let mut rest = &wire[header_len..];
+    while !rest.is_empty() {
+        let mut buf = receiver
+            .payload_buf(piece)
+            .expect("payload_buf is available mid-frame");
+        let take = rest.len().min(buf.remaining_mut());
+        buf.put_slice(&rest[..take]);
+        rest = &rest[take..];
+        if let Some(message) = receiver.decode(&mut BytesMut::new())? {
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn payload_buf_reads_frame_in_pieces() {
+    let text = "é".repeat(3000);
+    let mut receiver = server();
+    let message = decode_via_payload_buf(&mut receiver, 0x81, text.as_bytes(), 1001);
+    assert_eq!(message, Ok(Some(Message::text(text))));
+    assert_eq!(receiver.buffered(), 0);
+    assert!(
+        receiver.payload_buf(1024).is_none(),
+        "no frame is in progress"
+    );
+}
+
+#[test]
+fn payload_buf_is_limited_to_frame_rest() {
+    let mut receiver = server();
+    let mut header = raw_frame(0x82, &[0u8; 100], true);
+    header.truncate(header.len() - 100);
+    assert_eq!(receiver.decode(&mut header), Ok(None));
+    let buf = receiver.payload_buf(1 << 20).unwrap();
+    assert_eq!(bytes::buf::Limit::limit(&buf), 100);
+}
+
+#[test]
+fn payload_buf_fails_invalid_utf8_early() {
+    let mut payload = b"valid start ".to_vec();
+    payload.push(0xff);
+    payload.extend_from_slice(&[b'a'; 5000]);
+    let mut receiver = server();
+    let result = decode_via_payload_buf(&mut receiver, 0x81, &payload, 16);
+    assert_eq!(result, Err(ProtocolError::InvalidUtf8));
+    assert!(receiver.is_failed());
+    assert!(receiver.payload_buf(16).is_none());
 }

@@ -1,13 +1,15 @@
 //! The poll loop behind [`WebSocket::recv`]: reads, decoding, writes and timers.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::mem::{self, MaybeUninit};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use pylon_proto::{CloseCode, CloseFrame, Message, Role, SendError, State};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::{WRITE_BUF_HIGH_WATER, WRITE_BUF_RETAIN, WebSocket};
@@ -18,9 +20,16 @@ use crate::Error;
 /// its next message has no read buffer allocated.
 const READ_SCRATCH: usize = 4 * 1024;
 
-/// Bytes requested per read while a read buffer is allocated, which is the case while a
-/// frame or message is partly received.
+/// Bytes requested per read into the read buffer, which is allocated while a frame or
+/// message is partly received.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Maximum bytes requested per read straight into the message buffer, which takes the
+/// payload of the data frame being received.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// Maximum buffers passed to one vectored write.
+const MAX_WRITE_SLICES: usize = 8;
 
 /// Reads per call of `poll_recv`. After this many, the task yields so that a peer that
 /// sends without pause cannot hold the executor thread when the transport has no
@@ -42,6 +51,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> RecvPoll {
+        match self.poll_recv_inner(cx) {
+            // A protocol fault is reported once the transport has ended.
+            Poll::Ready(None) => match self.fault.take() {
+                Some(err) => Poll::Ready(Some(Err(Error::Protocol(err)))),
+                None => Poll::Ready(None),
+            },
+            poll => poll,
+        }
+    }
+
+    fn poll_recv_inner(&mut self, cx: &mut Context<'_>) -> RecvPoll {
         if self.done {
             return Poll::Ready(None);
         }
@@ -70,10 +90,30 @@ where
                 return self.poll_end_transport(cx);
             }
 
-            if !self.read_buf.is_empty()
+            // A partly received message may have payload bytes that were read straight
+            // into its buffer, which `decode` processes too.
+            if (!self.read_buf.is_empty() || self.conn.buffered() > 0)
                 && let Some(item) = self.decode_next(cx)
             {
                 return Poll::Ready(Some(item));
+            }
+
+            if self.conn.is_failed() {
+                // The fault close waits behind a full write buffer. A pending write has
+                // registered the waker, and after a finished one the next round moves the
+                // close frame into the buffer.
+                if write.is_pending() {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if self.unwritten_len() >= WRITE_BUF_HIGH_WATER && self.conn.has_pending() {
+                // Backpressure on a peer whose pings pile up pongs it does not read: read
+                // nothing more until it takes some of what it was sent. Reading goes on while
+                // only data waits, because a peer that pipelines may read only after its own
+                // writes drain, and pausing then would deadlock both sides. The buffer is only
+                // left this full by a pending write, which has registered the waker.
+                return Poll::Pending;
             }
 
             if reads == MAX_READS_PER_POLL {
@@ -115,7 +155,11 @@ where
                     role = ?self.conn.role(),
                     "peer violated the websocket protocol, failing the connection"
                 );
-                Err(Error::Protocol(err))
+                // Reported by `poll_recv` once the close frame is out and the transport
+                // has ended.
+                self.fault = Some(err);
+                self.note_state();
+                return None;
             }
         };
 
@@ -153,20 +197,31 @@ where
     pub(super) fn encode_message(&mut self, message: Message) -> Result<(), Error> {
         self.conn.write_pending(&mut self.write_buf);
         let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
-        let result = self.conn.encode(message, &mut self.write_buf);
+        let result = self.conn.encode_split(message, &mut self.write_buf);
         self.note_state();
-        result?;
+        if let Some(payload) = result? {
+            // The frame header is the last thing in `write_buf`, and the payload follows it.
+            let head = mem::take(&mut self.write_buf).freeze();
+            self.write_chunks_len += head.len() + payload.len();
+            self.write_chunks.push_back(head);
+            self.write_chunks.push_back(payload);
+        }
         if is_data {
             self.last_data = Instant::now();
         }
         Ok(())
     }
 
-    /// Moves automatic frames and queued messages into the write buffer.
+    /// Moves automatic frames and queued messages into the write buffer while it is below
+    /// its high-water mark. Above it, automatic pongs wait in the connection, which keeps
+    /// at most 2 KiB of them.
     fn fill_write_buf(&mut self) {
-        self.conn.write_pending(&mut self.write_buf);
+        self.note_close_request();
+        if self.unwritten_len() < WRITE_BUF_HIGH_WATER {
+            self.conn.write_pending(&mut self.write_buf);
+        }
         self.note_state();
-        while self.write_buf.len() < WRITE_BUF_HIGH_WATER
+        while self.unwritten_len() < WRITE_BUF_HIGH_WATER
             && self.conn.state() == State::Open
             && !self.conn.is_failed()
         {
@@ -195,6 +250,23 @@ where
         }
     }
 
+    /// Starts the close timeout once a `Sender` has queued a close frame, before the frame
+    /// reaches the write buffer. A write that makes no progress would otherwise hold that
+    /// frame in the queue, and the connection open, indefinitely.
+    fn note_close_request(&mut self) {
+        if self.closing_since.is_some() {
+            return;
+        }
+        let Some(outbound) = &self.outbound else {
+            return;
+        };
+        if outbound.close_requested() {
+            tracing::debug!("close frame queued through a sender, close timeout started");
+            self.closing_since = Some(Instant::now());
+            self.ping_sent = None;
+        }
+    }
+
     /// Starts the close bookkeeping the first time the connection leaves the open state:
     /// the close timeout starts, keep-alive stops and the outbound queue is shut.
     fn note_state(&mut self) {
@@ -212,25 +284,56 @@ where
         }
     }
 
-    /// Writes the write buffer and flushes the transport. Used by `send` and the `Sink`.
+    /// Writes the write buffer and flushes the transport. Used by `send`, `close` and the
+    /// `Sink`.
+    ///
+    /// While the write waits, the deadlines of `poll_recv` apply as well (write timeout,
+    /// pong timeout, close timeout, and the close timeout of a close queued through a
+    /// `Sender`), so a peer that never reads cannot hold the caller forever. Returns the
+    /// error that ended the connection, or [`Error::ConnectionClosed`] if it ended
+    /// without one.
     pub(super) fn poll_flush_writes(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.conn.write_pending(&mut self.write_buf);
-        self.note_state();
-        ready!(self.poll_write_buf(cx))?;
-        Poll::Ready(Ok(()))
+        for _ in 0..MAX_TIMER_ROUNDS {
+            if self.done {
+                return Poll::Ready(Err(Error::ConnectionClosed));
+            }
+            self.note_close_request();
+            self.conn.write_pending(&mut self.write_buf);
+            self.note_state();
+            if let Poll::Ready(result) = self.poll_write_buf(cx) {
+                return Poll::Ready(result.map_err(Error::Io));
+            }
+            match self.poll_timers(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Err(Error::ConnectionClosed)),
+                Poll::Ready(Some(Err(err))) if self.done => return Poll::Ready(Err(err)),
+                // The idle timeout queued a close frame and the connection goes on, so
+                // another round writes it and arms the close timeout.
+                Poll::Ready(Some(_)) => {}
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    /// Writes the whole write buffer, then flushes the transport.
+    /// Writes `write_chunks` and the write buffer, then flushes the transport.
     fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.write_buf.is_empty() {
+        if self.unwritten_len() > 0 {
             let allocated = self.write_buf.capacity();
-            while !self.write_buf.is_empty() {
-                let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write_buf))?;
+            while self.unwritten_len() > 0 {
+                let written = match self.poll_write_some(cx) {
+                    Poll::Pending => {
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(result) => result?,
+                };
                 if written == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 tracing::trace!(bytes = written, "wrote to transport");
-                self.write_buf.advance(written);
+                self.consume_written(written);
+                self.write_stalled_since = None;
                 self.flush_needed = true;
             }
             if allocated > WRITE_BUF_RETAIN {
@@ -238,6 +341,7 @@ where
             } else {
                 self.write_buf.clear();
             }
+            self.write_chunks = VecDeque::new();
         }
         if self.flush_needed {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -246,28 +350,75 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Reads once from the transport. Without an allocated read buffer the bytes land in a
-    /// stack buffer first, so that waiting for data allocates nothing.
-    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.is_empty() && self.conn.buffered() == 0 {
-            let mut scratch = [0u8; READ_SCRATCH];
-            let mut buf = ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-            let filled = buf.filled();
-            if !filled.is_empty() {
-                self.read_buf = BytesMut::from(filled);
+    /// Writes once from `write_chunks` and the write buffer, with one vectored write when
+    /// there are chunks.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.write_chunks.is_empty() {
+            return Pin::new(&mut self.io).poll_write(cx, &self.write_buf);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+        let mut count = 0;
+        let buffers = self
+            .write_chunks
+            .iter()
+            .map(|chunk| &chunk[..])
+            .chain([&self.write_buf[..]]);
+        for buffer in buffers.filter(|buffer| !buffer.is_empty()) {
+            if count == MAX_WRITE_SLICES {
+                break;
             }
-            return Poll::Ready(Ok(filled.len()));
+            slices[count] = IoSlice::new(buffer);
+            count += 1;
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+    }
+
+    /// Removes `written` bytes from the front of `write_chunks` and then the write buffer.
+    fn consume_written(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(chunk) = self.write_chunks.front_mut() else {
+                self.write_buf.advance(written);
+                return;
+            };
+            let consumed = written.min(chunk.len());
+            chunk.advance(consumed);
+            self.write_chunks_len -= consumed;
+            written -= consumed;
+            if chunk.is_empty() {
+                self.write_chunks.pop_front();
+            }
+        }
+    }
+
+    /// Reads once from the transport.
+    ///
+    /// The payload of a large data frame is read straight into the connection's message
+    /// buffer. Other bytes go into the read buffer, and without an allocated read buffer
+    /// they land in a stack buffer first, so that waiting for data allocates nothing.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.is_empty() {
+            if let Some(mut payload) = self.conn.payload_buf(MAX_READ_CHUNK) {
+                // `read_buf` reads into the spare capacity without zeroing it first, and
+                // is cancel safe: a pending read consumes nothing.
+                let read = std::pin::pin!(self.io.read_buf(&mut payload));
+                return read.poll(cx);
+            }
+            if self.conn.buffered() == 0 {
+                let mut scratch = [MaybeUninit::<u8>::uninit(); READ_SCRATCH];
+                let mut buf = ReadBuf::uninit(&mut scratch);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+                let filled = buf.filled();
+                if !filled.is_empty() {
+                    self.read_buf = BytesMut::from(filled);
+                }
+                return Poll::Ready(Ok(filled.len()));
+            }
         }
 
-        let start = self.read_buf.len();
-        self.read_buf.resize(start + READ_CHUNK, 0);
-        let mut buf = ReadBuf::new(&mut self.read_buf[start..]);
-        let result = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-        let filled = buf.filled().len();
-        self.read_buf.truncate(start + filled);
-        ready!(result)?;
-        Poll::Ready(Ok(filled))
+        self.read_buf.reserve(READ_CHUNK);
+        let mut limited = (&mut self.read_buf).limit(READ_CHUNK);
+        let read = std::pin::pin!(self.io.read_buf(&mut limited));
+        read.poll(cx)
     }
 
     /// Handles the end of the peer's byte stream.
@@ -302,27 +453,32 @@ where
         Poll::Ready(Some(Err(Error::Io(err))))
     }
 
-    /// Ends the transport once the close handshake completed or the connection failed. A
-    /// server, or either side after a protocol fault, shuts down its write side. A client
-    /// after a clean close waits for the server to close TCP first (RFC 6455 section
-    /// 7.1.1). Both are bounded by the close timeout.
+    /// Ends the transport once the close handshake completed or the connection failed.
+    ///
+    /// A server, or either side after a protocol fault, shuts down its write side (TCP
+    /// FIN) first. A client after a clean close waits for the server to close TCP first
+    /// (RFC 6455 section 7.1.1). Either way, incoming bytes are then read and discarded
+    /// until the peer closes its side, bounded by the close timeout. Dropping a socket
+    /// with unread received data makes the kernel send RST instead of FIN, and an RST can
+    /// destroy the close frame before the peer reads it.
     fn poll_end_transport(&mut self, cx: &mut Context<'_>) -> RecvPoll {
-        if self.conn.role() == Role::Server || self.conn.is_failed() {
+        let shut_write_first = self.conn.role() == Role::Server || self.conn.is_failed();
+        if shut_write_first && !self.write_shut {
             if let Err(err) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
                 tracing::debug!(error = %err, "transport shutdown failed");
             }
-            tracing::debug!(role = ?self.conn.role(), "websocket closed, transport shut down");
-            self.finish();
-            return Poll::Ready(None);
+            self.write_shut = true;
+            self.read_buf = BytesMut::new();
+            tracing::debug!(role = ?self.conn.role(), "write side shut down, waiting for the peer to close the transport");
         }
 
         for _ in 0..MAX_READS_PER_POLL {
-            let mut scratch = [0u8; READ_SCRATCH];
-            let mut buf = ReadBuf::new(&mut scratch);
+            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_SCRATCH];
+            let mut buf = ReadBuf::uninit(&mut scratch);
             let result = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf));
             match result {
                 Ok(()) if buf.filled().is_empty() => {
-                    tracing::debug!("websocket closed, server closed the transport");
+                    tracing::debug!(role = ?self.conn.role(), "websocket closed, peer closed the transport");
                     self.finish();
                     return Poll::Ready(None);
                 }
@@ -344,8 +500,11 @@ where
     fn finish(&mut self) {
         self.done = true;
         self.timer = None;
+        self.write_stalled_since = None;
         self.read_buf = BytesMut::new();
         self.write_buf = BytesMut::new();
+        self.write_chunks = VecDeque::new();
+        self.write_chunks_len = 0;
         if let Some(outbound) = &self.outbound {
             outbound.shut();
         }
@@ -386,7 +545,9 @@ where
             if !is_due(since, timing.close_timeout, now) {
                 return None;
             }
-            let waiting_for_peer = self.conn.state() == State::CloseSent && !self.conn.is_failed();
+            // `Open` here means a close queued through a `Sender` never got out.
+            let waiting_for_peer = matches!(self.conn.state(), State::Open | State::CloseSent)
+                && !self.conn.is_failed();
             self.finish();
             if waiting_for_peer {
                 tracing::debug!(timeout = ?timing.close_timeout, "peer sent no close frame within the close timeout, dropping the transport");
@@ -394,6 +555,19 @@ where
             }
             tracing::debug!(timeout = ?timing.close_timeout, "transport did not end within the close timeout, dropping it");
             return Some(None);
+        }
+
+        if let Some(stalled) = self.write_stalled_since
+            && let Some(limit) = timing.write_timeout
+            && is_due(stalled, limit, now)
+        {
+            tracing::debug!(
+                timeout = ?limit,
+                unwritten = self.unwritten_len(),
+                "peer accepted no bytes within the write timeout, dropping the connection"
+            );
+            self.finish();
+            return Some(Some(Err(Error::WriteTimeout)));
         }
 
         if let Some(sent) = self.ping_sent
@@ -448,10 +622,11 @@ where
         let idle = timing
             .idle_timeout
             .and_then(|idle| self.last_data.checked_add(idle));
-        match (keepalive, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let write = self
+            .write_stalled_since
+            .zip(timing.write_timeout)
+            .and_then(|(stalled, limit)| stalled.checked_add(limit));
+        [keepalive, idle, write].into_iter().flatten().min()
     }
 }
 
