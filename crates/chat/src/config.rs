@@ -21,7 +21,8 @@ pub struct ChatConfig {
     pub max_rooms_per_connection: usize,
     /// Maximum number of rooms with at least one connection on this node. A join that would
     /// open another room fails with `server_busy`. Each open room costs a broker
-    /// subscription, a task and a few KB of memory.
+    /// subscription and a task: about 11 KB of heap by a counting allocator, and about
+    /// 22 KB of resident memory when a fresh debug-build node first opens it.
     pub max_rooms_per_node: usize,
     /// Rate limit on the frames of one connection, or `None` for no limit. A frame over the
     /// limit gets a `rate_limited` error and is not executed.
