@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Check Pylon's /ws/echo endpoint with the `websockets` client.
 
-Usage: echo_client.py [--compression {none,deflate,expect-none}] URL, where URL
-is http://127.0.0.1:PORT or the full ws://127.0.0.1:PORT/ws/echo. Exits 0 when
-every check passes and 1 with the failed check on stderr otherwise.
+Usage: echo_client.py [--compression {none,deflate,expect-none}]
+[--ca-file PEM | --insecure] URL, where URL is http://127.0.0.1:PORT or the full
+ws://127.0.0.1:PORT/ws/echo, or https:// and wss:// for a TLS server. Exits 0
+when every check passes and 1 with the failed check on stderr otherwise.
+
+For wss:// the server certificate is verified against the system roots, or
+against the CA certificates in --ca-file. --insecure skips verification.
 
 With --compression deflate the client offers permessage-deflate and requires
 the server to accept it. With expect-none it offers it and requires the server
@@ -13,6 +17,7 @@ to decline it. With none, the default, it offers no extension.
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -90,12 +95,23 @@ def check_extensions(ws: ClientConnection, mode: str) -> None:
     print(f"ok: extensions agreed: {header or 'none'}")
 
 
-async def run(url: str, mode: str) -> int:
+def tls_context(url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """Build the TLS context for a wss:// URL, or return None for ws://."""
+    if not url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def run(url: str, mode: str, tls: ssl.SSLContext | None) -> int:
     # compression=None keeps frames plain, so that the checks cover framing alone. The
     # websockets default offer is permessage-deflate with 12-bit windows both ways.
     compression = None if mode == "none" else "deflate"
     async with connect(
-        url, compression=compression, max_size=4 * MIB, open_timeout=STEP_TIMEOUT
+        url, compression=compression, max_size=4 * MIB, open_timeout=STEP_TIMEOUT, ssl=tls
     ) as ws:
         print(f"connected to {url}")
         check_extensions(ws, mode)
@@ -127,11 +143,20 @@ def main() -> int:
         help="none: offer no compression (default); deflate: offer permessage-deflate and "
         "require it; expect-none: offer it and require the server to decline",
     )
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca-file", help="PEM file of CA certificates to trust for a wss:// server"
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="skip certificate verification for a wss:// server (development only)",
+    )
     args = parser.parse_args()
 
     try:
         url = websocket_url(args.url, "/ws/echo")
-        asyncio.run(run(url, args.compression))
+        asyncio.run(run(url, args.compression, tls_context(url, args.ca_file, args.insecure)))
     except UrlError as error:
         print(f"echo_client: {error}", file=sys.stderr)
         return 2

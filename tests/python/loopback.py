@@ -21,14 +21,15 @@ def is_loopback(host: str) -> bool:
 def websocket_url(url: str, default_path: str) -> str:
     """Convert `url` to a ws:// URL on a loopback host.
 
-    http:// becomes ws:// and an empty path becomes `default_path`, so both
-    `http://127.0.0.1:8080` and `ws://127.0.0.1:8080/ws/echo` are accepted.
-    Raises UrlError for other schemes and for hosts that are not loopback.
+    http:// becomes ws:// and https:// becomes wss://, and an empty path becomes
+    `default_path`, so both `http://127.0.0.1:8080` and
+    `ws://127.0.0.1:8080/ws/echo` are accepted. Raises UrlError for other schemes
+    and for hosts that are not loopback.
     """
     parts = urllib.parse.urlsplit(url)
-    scheme = {"http": "ws", "ws": "ws"}.get(parts.scheme)
+    scheme = {"http": "ws", "ws": "ws", "https": "wss", "wss": "wss"}.get(parts.scheme)
     if scheme is None:
-        raise UrlError(f"invalid URL {url!r}: expected an http:// or ws:// URL")
+        raise UrlError(f"invalid URL {url!r}: expected an http://, https://, ws:// or wss:// URL")
     host = parts.hostname
     if host is None:
         raise UrlError(f"invalid URL {url!r}: missing host")

@@ -1,6 +1,7 @@
 //! The `pylon` binary: runs a node (`pylon serve`) and load-tests one (`pylon bench`).
 
 mod bench;
+mod cert;
 mod metrics;
 mod serve;
 mod web;
@@ -28,6 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test a running node: echo throughput and latency, or idle connection capacity.
     Bench(bench::BenchArgs),
+    /// Write a self-signed development certificate and key for localhost as PEM files.
+    Cert(cert::CertArgs),
 }
 
 /// Options of `pylon serve`.
@@ -86,6 +89,25 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u8).range(9..=15)
     )]
     pub(crate) compression_window_bits: u8,
+
+    /// PEM file with the TLS certificate chain, leaf first. With --tls-key, the listener
+    /// serves HTTPS and WSS instead of HTTP and WS.
+    #[arg(long, env = "PYLON_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PYLON_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS and WSS with a certificate for localhost, 127.0.0.1 and ::1 generated
+    /// at start and kept in memory only. Clients must skip verification or trust the
+    /// SHA-256 fingerprint that is logged. For development only.
+    #[arg(
+        long,
+        env = "PYLON_TLS_SELF_SIGNED",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub(crate) tls_self_signed: bool,
 }
 
 impl ServeArgs {
@@ -141,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => args,
         // The benchmark builds its own runtime, sized by --threads.
         Command::Bench(args) => return bench::run(args),
+        Command::Cert(args) => return cert::run(&args),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -16,8 +16,10 @@ use hyper::service::service_fn;
 use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError, SqliteStore};
 use pylon_proto::DeflateConfig;
 use pylon_proto::handshake::OriginPolicy;
-use pylon_ws::server::ServerConfig;
+use pylon_ws::server::{ServerConfig, TlsStream};
+use pylon_ws::tls::TlsAcceptor;
 use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span, debug, debug_span, info, info_span, warn};
@@ -66,6 +68,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let (echo_ws, chat_ws) = websocket_configs(&args)?;
+    let tls = tls_acceptor(&args)?;
 
     let node = Arc::new(Node {
         chat,
@@ -85,11 +88,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let local = listener.local_addr()?;
-    info!(address = %local, data_dir = %data_dir.display(), "pylon node listening");
-    info!("open http://{local}/chat in a browser for the chat");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(address = %local, scheme, data_dir = %data_dir.display(), "pylon node listening");
+    info!("open {scheme}://{local}/chat in a browser for the chat");
 
     tokio::select! {
-        () = accept_loop(&node, listener) => {}
+        () = accept_loop(&node, listener, tls) => {}
         signal = shutdown_signal() => {
             info!(signal, "shutting down: no new connections");
         }
@@ -139,7 +143,31 @@ fn websocket_configs(args: &ServeArgs) -> anyhow::Result<(ServerConfig, ServerCo
     Ok((echo, chat))
 }
 
-async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
+/// Builds the TLS acceptor from `--tls-cert` and `--tls-key`, or from a certificate
+/// generated for `--tls-self-signed`. Returns `None` for plain HTTP.
+fn tls_acceptor(args: &ServeArgs) -> anyhow::Result<Option<TlsAcceptor>> {
+    if args.tls_self_signed {
+        let cert = pylon_ws::tls::self_signed_localhost()?;
+        info!(
+            names = ?pylon_ws::tls::LOCALHOST_NAMES,
+            sha256_fingerprint = %cert.sha256_fingerprint(),
+            "generated a self-signed TLS certificate for this run"
+        );
+        return Ok(Some(cert.acceptor()?));
+    }
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = pylon_ws::tls::acceptor_from_pem_files(cert, key)?;
+            info!(cert = %cert.display(), "serving HTTPS and WSS");
+            Ok(Some(acceptor))
+        }
+        (None, None) => Ok(None),
+        // clap requires both flags together, so this is only reached if that rule changes.
+        _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
+    }
+}
+
+async fn accept_loop(node: &Arc<Node>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -151,22 +179,29 @@ async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
             }
         };
         let node = Arc::clone(node);
+        let tls = tls.clone();
         tokio::spawn(
-            async move { serve_tcp(node, stream).await }.instrument(info_span!("conn", %peer)),
+            async move { serve_tcp(node, stream, tls).await }.instrument(info_span!("conn", %peer)),
         );
     }
 }
 
-async fn serve_tcp(node: Arc<Node>, stream: TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%error, "failed to set TCP_NODELAY");
-    }
+async fn serve_tcp(node: Arc<Node>, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let config = node.echo_ws.ws.clone();
+    let is_tls = tls.is_some();
     let service = service_fn(move |req| {
         let node = Arc::clone(&node);
-        async move { Ok::<_, Infallible>(route(node, req).await) }
+        async move { Ok::<_, Infallible>(route(node, req, is_tls).await) }
     });
-    if let Err(error) = pylon_ws::server::serve_connection(stream, service, &config).await {
+    let result = match tls {
+        Some(acceptor) => {
+            pylon_ws::server::serve_tls_connection(stream, &acceptor, service, &config).await
+        }
+        None => pylon_ws::server::serve_connection(stream, service, &config)
+            .await
+            .map_err(pylon_ws::Error::Http),
+    };
+    if let Err(error) = result {
         debug!(%error, "HTTP connection ended with an error");
     }
 }
@@ -232,11 +267,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one HTTP request. `tls` is whether the connection runs TLS, which decides the
+/// stream type that a WebSocket upgrade recovers.
+async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let (route, response) = match path.as_str() {
-        "/ws/echo" => ("/ws/echo", upgrade(&node, &mut req, Endpoint::Echo)),
-        "/ws/chat" => ("/ws/chat", upgrade(&node, &mut req, Endpoint::Chat)),
+        "/ws/echo" => ("/ws/echo", upgrade(&node, &mut req, Endpoint::Echo, tls)),
+        "/ws/chat" => ("/ws/chat", upgrade(&node, &mut req, Endpoint::Chat, tls)),
         "/healthz" => (
             "/healthz",
             only_get(&req).unwrap_or_else(|| text(StatusCode::OK, "ok\n")),
@@ -335,6 +372,7 @@ fn upgrade(
     node: &Arc<Node>,
     req: &mut Request<Incoming>,
     endpoint: Endpoint,
+    tls: bool,
 ) -> Response<Full<Bytes>> {
     if !node.ready.load(Ordering::SeqCst) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
@@ -350,15 +388,11 @@ fn upgrade(
             // has one only while debug logs are on. It is a child of the HTTP connection's
             // span, which otherwise closes at the upgrade.
             let span = debug_span!("ws", conn_id, endpoint = endpoint.label());
-            // Boxed, so that the task keeps a pointer to the upgrade future instead of room
-            // for it while the WebSocket is open.
-            let upgraded = Box::pin(pending.finish());
             let node = Arc::clone(node);
-            // A task takes the size of its future's largest state, so each endpoint has a
-            // task type of its own and an echo socket does not pay for the chat session.
-            match endpoint {
-                Endpoint::Echo => spawn_in(span, echo_socket(node, conn_id, upgraded)),
-                Endpoint::Chat => spawn_in(span, chat_socket(node, conn_id, upgraded)),
+            if tls {
+                spawn_socket(span, node, conn_id, endpoint, pending.finish::<TlsStream>());
+            } else {
+                spawn_socket(span, node, conn_id, endpoint, pending.finish::<TcpStream>());
             }
             resp
         }
@@ -370,6 +404,27 @@ fn upgrade(
                 .inc();
             pylon_ws::server::reject(&error)
         }
+    }
+}
+
+/// Spawns the task of one WebSocket over the stream type `S`.
+fn spawn_socket<S>(
+    span: Span,
+    node: Arc<Node>,
+    conn_id: u64,
+    endpoint: Endpoint,
+    upgraded: impl Future<Output = Upgraded<S>> + Send + 'static,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed, so that the task keeps a pointer to the upgrade future instead of room for it
+    // while the WebSocket is open.
+    let upgraded = Box::pin(upgraded);
+    // A task takes the size of its future's largest state, so each endpoint has a task
+    // type of its own and an echo socket does not pay for the chat session.
+    match endpoint {
+        Endpoint::Echo => spawn_in(span, echo_socket(node, conn_id, upgraded)),
+        Endpoint::Chat => spawn_in(span, chat_socket(node, conn_id, upgraded)),
     }
 }
 
@@ -385,14 +440,17 @@ fn spawn_in(span: Span, task: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Output of `PendingUpgrade::finish`.
-type Upgraded = Result<WebSocket<TcpStream>, pylon_ws::Error>;
+type Upgraded<S> = Result<WebSocket<S>, pylon_ws::Error>;
 
 /// Sends every text and binary message back unchanged.
 ///
 /// The loop is written out here instead of in a function of its own, and the received item
 /// is unpacked at the `await`, because both save room in the future that the task keeps
 /// for the life of the connection.
-async fn echo_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded>) {
+async fn echo_socket<S>(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Echo, upgraded).await else {
         return;
     };
@@ -419,7 +477,10 @@ async fn echo_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output
     close_socket(&node, conn_id, Endpoint::Echo);
 }
 
-async fn chat_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded>) {
+async fn chat_socket<S>(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Chat, upgraded).await else {
         return;
     };
@@ -429,12 +490,15 @@ async fn chat_socket(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output
 
 /// Waits for hyper to hand the connection over and registers the WebSocket. Returns `None`
 /// if the upgrade failed.
-async fn open_socket(
+async fn open_socket<S>(
     node: &Node,
     conn_id: u64,
     endpoint: Endpoint,
-    upgraded: impl Future<Output = Upgraded>,
-) -> Option<WebSocket<TcpStream>> {
+    upgraded: impl Future<Output = Upgraded<S>>,
+) -> Option<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut ws = match upgraded.await {
         Ok(ws) => ws,
         Err(error) => {
@@ -469,7 +533,10 @@ fn close_socket(node: &Node, conn_id: u64, endpoint: Endpoint) {
 
 /// Runs one chat session: client messages go to the chat service, which answers and
 /// broadcasts through the connection's outbound queue.
-async fn chat(node: &Node, conn_id: u64, ws: &mut WebSocket<TcpStream>) {
+async fn chat<S>(node: &Node, conn_id: u64, ws: &mut WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let outbound = Arc::new(WsOutbound {
         conn_id,
         sender: ws.sender(),

@@ -1,6 +1,12 @@
-//! Client side: open a WebSocket connection to a `ws://` URL.
+//! Client side: open a WebSocket connection to a `ws://` or `wss://` URL.
+//!
+//! [`connect_any`] accepts both schemes and returns a WebSocket over a [`ClientStream`].
+//! [`connect`] accepts only `ws://` and returns a WebSocket over the bare `TcpStream`.
 
 use std::fmt::Write as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::header::{
@@ -10,9 +16,11 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version};
 use pylon_proto::handshake::ClientRequest;
 use pylon_proto::{DeflateConfig, Role};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
+use crate::tls::{self, ClientTls};
 use crate::{Config, Error, WebSocket};
 
 /// Maximum size of the server's response head (status line and headers), in bytes.
@@ -37,7 +45,7 @@ const RESERVED_HEADERS: [HeaderName; 8] = [
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Settings of the connection once it is open. `ws.handshake_timeout` bounds the whole
-    /// of [`connect`].
+    /// of [`connect`] and [`connect_any`].
     pub ws: Config,
     /// Subprotocols to offer, in preference order. Empty by default.
     pub protocols: Vec<String>,
@@ -49,6 +57,10 @@ pub struct ClientConfig {
     /// connection compresses only if the server accepts. Default:
     /// `Some(DeflateConfig::default())`.
     pub compression: Option<DeflateConfig>,
+    /// TLS settings for `wss://` URLs: trusted CA certificates, and the development-only
+    /// switch that turns certificate verification off. Default: [`ClientTls::default`],
+    /// which verifies against the bundled Mozilla roots.
+    pub tls: ClientTls,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +70,7 @@ impl Default for ClientConfig {
             protocols: Vec::new(),
             headers: HeaderMap::new(),
             compression: Some(DeflateConfig::default()),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -76,7 +89,7 @@ impl Default for ClientConfig {
 /// # Errors
 ///
 /// - [`Error::Url`] for a URL that is not `ws://` with a host. `wss://` is rejected
-///   because TLS is not supported yet.
+///   because the result has no room for TLS: use [`connect_any`] for it.
 /// - [`Error::ReservedHeader`] for a handshake header in `cfg.headers`.
 /// - [`Error::Io`] if connecting, writing or reading fails.
 /// - [`Error::InvalidResponse`] for a response head that is malformed, larger than
@@ -89,15 +102,143 @@ pub async fn connect(
     cfg: ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
     let target = Target::parse(url)?;
+    target.require_plain(url, "client::connect_any")?;
     check_headers(&cfg.headers)?;
     with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
-        let stream = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
+        let stream = connect_tcp(&target).await?;
         handshake(stream, &target, cfg).await
     })
     .await
+}
+
+/// Opens a WebSocket connection to a `ws://` or `wss://` URL.
+///
+/// Works like [`connect`], and for `wss://` (port 443 unless the URL names one) runs a TLS
+/// handshake with ALPN `http/1.1` before the upgrade request. The server certificate is
+/// verified against `cfg.tls` and must match the URL's host name or IP address. The TCP
+/// connect, the TLS handshake and the upgrade together must finish within
+/// `cfg.ws.handshake_timeout`.
+///
+/// # Errors
+///
+/// The errors of [`connect`], and:
+/// - [`Error::Tls`] if the TLS handshake fails, for example with an untrusted or expired
+///   certificate or one for another host.
+/// - [`Error::TlsConfig`] if `cfg.tls` is unusable, for example with no trusted roots.
+pub async fn connect_any(
+    url: &str,
+    cfg: ClientConfig,
+) -> Result<(WebSocket<ClientStream>, Response<()>), Error> {
+    let target = Target::parse(url)?;
+    check_headers(&cfg.headers)?;
+    let tls = if target.secure {
+        let connector = TlsConnector::from(cfg.tls.rustls_config()?);
+        Some((connector, tls::server_name(&target.connect_host)?))
+    } else {
+        None
+    };
+    with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
+        let tcp = connect_tcp(&target).await?;
+        let stream = match tls {
+            Some((connector, server_name)) => {
+                let tls = connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(Error::Tls)?;
+                ClientStream::Tls(Box::new(tls))
+            }
+            None => ClientStream::Plain(tcp),
+        };
+        handshake(stream, &target, cfg).await
+    })
+    .await
+}
+
+async fn connect_tcp(target: &Target) -> Result<TcpStream, Error> {
+    let stream = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    Ok(stream)
+}
+
+/// Transport of a client WebSocket from [`connect_any`]: plain TCP for `ws://`, TLS over
+/// TCP for `wss://`.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// A `ws://` connection.
+    Plain(TcpStream),
+    /// A `wss://` connection. Boxed because the TLS state is much larger than a
+    /// `TcpStream`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// Returns the underlying TCP stream, for addresses and socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(tcp) => tcp,
+            ClientStream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(tcp) => tcp.is_write_vectored(),
+            ClientStream::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Runs the client handshake for the `ws://` URL `url` over `stream`, a connection that
@@ -109,6 +250,9 @@ pub async fn connect(
 /// and bytes after the response head are handled the same way, all within
 /// `cfg.ws.handshake_timeout`. Socket options such as `TCP_NODELAY` are left to the
 /// caller.
+///
+/// This runs no TLS, so `wss://` URLs are rejected. To reach a TLS server, run the TLS
+/// handshake on `stream` first and pass the URL with `ws://`.
 ///
 /// # Errors
 ///
@@ -122,6 +266,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let target = Target::parse(url)?;
+    target.require_plain(url, "a ws:// URL with a stream that already runs TLS")?;
     check_headers(&cfg.headers)?;
     with_handshake_timeout(
         url,
@@ -165,6 +310,8 @@ struct Target {
     host_header: String,
     /// Request target: path and query, `/` if the URL has no path.
     path: String,
+    /// Whether the URL is `wss://`.
+    secure: bool,
 }
 
 impl Target {
@@ -172,17 +319,13 @@ impl Target {
         let uri: Uri = url
             .parse()
             .map_err(|err| Error::Url(format!("cannot parse {url:?}: {err}")))?;
-        match uri.scheme_str() {
-            Some(scheme) if scheme.eq_ignore_ascii_case("ws") => {}
-            Some(scheme) if scheme.eq_ignore_ascii_case("wss") => {
-                return Err(Error::Url(format!(
-                    "{url:?} uses wss://, but TLS is not supported yet; use a ws:// URL, \
-                     for example behind a TLS-terminating proxy"
-                )));
-            }
+        let secure = match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("ws") => false,
+            Some(scheme) if scheme.eq_ignore_ascii_case("wss") => true,
             Some(scheme) => {
                 return Err(Error::Url(format!(
-                    "{url:?} has scheme {scheme:?}, expected ws://host[:port]/path"
+                    "{url:?} has scheme {scheme:?}, expected ws://host[:port]/path or \
+                     wss://host[:port]/path"
                 )));
             }
             None => {
@@ -190,7 +333,7 @@ impl Target {
                     "{url:?} has no scheme, expected ws://host[:port]/path"
                 )));
             }
-        }
+        };
         let authority = uri.authority().ok_or_else(|| {
             Error::Url(format!(
                 "{url:?} has no host, expected ws://host[:port]/path"
@@ -211,7 +354,9 @@ impl Target {
             .and_then(|inner| inner.strip_suffix(']'))
             .unwrap_or(host)
             .to_owned();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
         let host_header = match authority.port_u16() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
@@ -227,7 +372,18 @@ impl Target {
             port,
             host_header,
             path,
+            secure,
         })
+    }
+
+    /// Rejects a `wss://` target in a function that runs no TLS, naming `instead`.
+    fn require_plain(&self, url: &str, instead: &str) -> Result<(), Error> {
+        if self.secure {
+            return Err(Error::Url(format!(
+                "{url:?} uses wss://, which this function does not support; use {instead}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -383,12 +539,21 @@ mod tests {
     }
 
     #[test]
-    fn target_rejects_wss_with_tls_hint() {
-        let err = Target::parse("wss://example.com/").unwrap_err();
-        assert!(
-            err.to_string().contains("TLS is not supported yet"),
-            "{err}"
-        );
+    fn target_parses_wss_with_default_port() {
+        let target = Target::parse("wss://example.com/feed").unwrap();
+        assert!(target.secure);
+        assert_eq!(target.port, 443);
+        assert_eq!(target.host_header, "example.com");
+        assert_eq!(target.path, "/feed");
+    }
+
+    #[test]
+    fn plain_connect_rejects_wss() {
+        let target = Target::parse("wss://example.com/").unwrap();
+        let err = target
+            .require_plain("wss://example.com/", "client::connect_any")
+            .unwrap_err();
+        assert!(err.to_string().contains("client::connect_any"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,19 @@ pub enum Error {
     /// The connection is already closed, so nothing can be sent or received.
     #[error("websocket connection is closed")]
     ConnectionClosed,
+    /// The TLS handshake failed, for example because the client does not trust the
+    /// server's certificate or the host name does not match it.
+    #[error(
+        "TLS handshake failed: {0} (a client that connects to a server with a self-signed or \
+         private CA certificate must add that certificate to ClientConfig::tls.ca_certs)"
+    )]
+    Tls(#[source] std::io::Error),
+    /// A certificate, key or other TLS setting is unusable.
+    #[error("invalid TLS configuration: {0}")]
+    TlsConfig(String),
+    /// hyper failed while serving an HTTP connection.
+    #[error("http connection failed: {0}")]
+    Http(#[source] hyper::Error),
     /// The URL passed to [`crate::client::connect`] is not usable.
     #[error("invalid websocket url: {0}")]
     Url(String),
@@ -79,11 +92,13 @@ pub enum Error {
     /// hyper failed to hand over the upgraded connection.
     #[error("http upgrade failed: {0}")]
     Upgrade(#[source] hyper::Error),
-    /// The upgraded connection is not a `TcpStream` wrapped in
-    /// `hyper_util::rt::TokioIo`, so the raw stream could not be recovered.
+    /// The upgraded connection is not the stream type requested from
+    /// `PendingUpgrade::finish` wrapped in `hyper_util::rt::TokioIo`, so the raw stream
+    /// could not be recovered.
     #[error(
-        "upgraded connection is not a tokio TcpStream, serve the connection with \
-         pylon_ws::server::serve_connection"
+        "upgraded connection is not the requested stream type: finish a connection served by \
+         serve_connection as TcpStream and one served by serve_tls_connection as \
+         server::TlsStream"
     )]
     UnsupportedTransport,
 }

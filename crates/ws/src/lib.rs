@@ -9,7 +9,9 @@
 //! - [`Sender`] is a cloneable handle to a bounded outbound queue, for writing to a
 //!   connection from other tasks, with a [`FullPolicy`] for slow peers.
 //! - [`server`] accepts upgrades in a hyper HTTP/1.1 server.
-//! - [`client`] connects to `ws://` URLs.
+//! - [`client`] connects to `ws://` and `wss://` URLs.
+//! - [`tls`] builds rustls settings: server certificates from PEM files, self-signed
+//!   development certificates, and the client's trusted CA certificates.
 //!
 //! Both sides negotiate permessage-deflate (RFC 7692) by default: the server accepts it
 //! and the client offers it, with [`DeflateConfig::default`]. Set
@@ -37,6 +39,7 @@ mod error;
 mod outbound;
 pub mod server;
 mod socket;
+pub mod tls;
 
 pub use config::{Config, FullPolicy};
 pub use error::{Error, TrySendError};
@@ -60,5 +63,7 @@ mod tests {
         assert_send_sync::<Error>();
         assert_send::<WebSocket<tokio::net::TcpStream>>();
         assert_send::<server::PendingUpgrade>();
+        assert_send::<WebSocket<server::TlsStream>>();
+        assert_send::<WebSocket<client::ClientStream>>();
     }
 }

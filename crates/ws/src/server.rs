@@ -3,7 +3,9 @@
 //! Serve each accepted `TcpStream` with [`serve_connection`], and in the service call
 //! [`upgrade`] for WebSocket paths. Return the `101` response from the service and spawn
 //! [`PendingUpgrade::finish`], which yields the [`WebSocket`] once hyper hands the
-//! connection over:
+//! connection over. For HTTPS and `wss://`, serve the stream with
+//! [`serve_tls_connection`] instead and finish upgrades as
+//! `pending.finish::<server::TlsStream>()`:
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -21,7 +23,7 @@
 //!     match server::upgrade(&mut req, &config) {
 //!         Ok((response, pending)) => {
 //!             tokio::spawn(async move {
-//!                 let Ok(mut ws) = pending.finish().await else { return };
+//!                 let Ok(mut ws) = pending.finish::<tokio::net::TcpStream>().await else { return };
 //!                 while let Some(Ok(message)) = ws.recv().await {
 //!                     if matches!(message, Message::Text(_) | Message::Binary(_)) {
 //!                         let _ = ws.send(message).await;
@@ -57,7 +59,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pylon_proto::handshake::{self, HandshakeError};
 use pylon_proto::{DeflateConfig, PerMessageDeflate, Role};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 pub use pylon_proto::handshake::OriginPolicy;
 
@@ -113,7 +117,8 @@ impl PendingUpgrade {
     }
 
     /// Waits for hyper to hand over the connection and returns the WebSocket over the raw
-    /// `TcpStream`.
+    /// stream `S`: `TcpStream` for a connection served by [`serve_connection`], or
+    /// [`TlsStream`] for one served by [`serve_tls_connection`].
     ///
     /// The stream is taken out of hyper's wrapper, so frames are read and written without
     /// hyper in between. Bytes that hyper read past the request head are decoded first.
@@ -122,19 +127,24 @@ impl PendingUpgrade {
     ///
     /// [`Error::Upgrade`] if hyper fails the upgrade, for example because the connection
     /// was closed before the `101` response was sent or because it is not served with
-    /// `with_upgrades()`. [`Error::UnsupportedTransport`] if the connection is not a
-    /// `TcpStream` wrapped in `hyper_util::rt::TokioIo`: serve it with
-    /// [`serve_connection`].
-    pub async fn finish(self) -> Result<WebSocket<TcpStream>, Error> {
+    /// `with_upgrades()`. [`Error::UnsupportedTransport`] if the connection is not an `S`
+    /// wrapped in `hyper_util::rt::TokioIo`.
+    pub async fn finish<S>(self) -> Result<WebSocket<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let upgraded = self.on_upgrade.await.map_err(Error::Upgrade)?;
         let parts = upgraded
-            .downcast::<TokioIo<TcpStream>>()
+            .downcast::<TokioIo<S>>()
             .map_err(|_| Error::UnsupportedTransport)?;
         let stream = parts.io.into_inner();
         tracing::debug!(
-            peer = ?stream.peer_addr().ok(),
             protocol = self.protocol.as_deref(),
-            compression = self.config.proto.deflate.map(|deflate| deflate.params.to_string()),
+            compression = self
+                .config
+                .proto
+                .deflate
+                .map(|deflate| deflate.params.to_string()),
             already_read = parts.read_buf.len(),
             "websocket upgrade complete"
         );
@@ -150,9 +160,8 @@ impl PendingUpgrade {
 /// [`PendingUpgrade`] that yields the WebSocket afterwards. With `cfg.handshake.deflate`
 /// set, the first acceptable permessage-deflate offer is accepted and the connection
 /// compresses accordingly; an invalid offer is declined and the connection runs
-/// uncompressed. The request must come from a
-/// connection served by [`serve_connection`], because [`PendingUpgrade::finish`] recovers
-/// the raw `TcpStream`.
+/// uncompressed. The request must come from a connection served by [`serve_connection`]
+/// or [`serve_tls_connection`], because [`PendingUpgrade::finish`] recovers the raw stream.
 ///
 /// # Errors
 ///
@@ -185,13 +194,18 @@ pub fn reject(err: &HandshakeError) -> Response<Full<Bytes>> {
     err.response().map(|body| Full::new(Bytes::from(body)))
 }
 
+/// Server side of a TLS connection, as [`serve_tls_connection`] hands it to hyper and
+/// [`PendingUpgrade::finish`] recovers it.
+pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// Serves one accepted TCP connection with hyper's HTTP/1.1 server, with keep-alive and
-/// upgrades enabled.
+/// upgrades enabled. Finish its upgrades as `PendingUpgrade::finish::<TcpStream>`.
 ///
 /// A client that does not send a complete request head within `cfg.handshake_timeout`
 /// is disconnected. This also bounds the wait for the next request on an idle keep-alive
-/// connection, because hyper (1.13) starts the timer whenever it waits for a request head. Sets `TCP_NODELAY`, because WebSocket frames are latency-sensitive and this
-/// crate already writes each batch of frames with one write.
+/// connection, because hyper (1.13) starts the timer whenever it waits for a request head.
+/// Sets `TCP_NODELAY`, because WebSocket frames are latency-sensitive and this crate
+/// already writes each batch of frames with one write.
 ///
 /// # Errors
 ///
@@ -207,9 +221,57 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    set_nodelay(&stream);
+    serve_http1(stream, svc, cfg).await
+}
+
+/// Runs the TLS handshake on one accepted TCP connection, then serves it like
+/// [`serve_connection`]. Finish its upgrades as `PendingUpgrade::finish::<TlsStream>`.
+///
+/// The TLS handshake must finish within `cfg.handshake_timeout`, and the request head must
+/// then arrive within another `cfg.handshake_timeout`, so a client gets at most twice that
+/// time before its first request is read. Only HTTP/1.1 is served, whatever ALPN the
+/// acceptor offers.
+///
+/// # Errors
+///
+/// [`Error::HandshakeTimeout`] if the TLS handshake takes too long, [`Error::Tls`] if it
+/// fails, and [`Error::Http`] with hyper's error when the HTTP connection fails.
+pub async fn serve_tls_connection<Svc, B>(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    svc: Svc,
+    cfg: &Config,
+) -> Result<(), Error>
+where
+    Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    Svc::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    set_nodelay(&stream);
+    let tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => return Err(Error::Tls(err)),
+        Err(_) => return Err(Error::HandshakeTimeout),
+    };
+    serve_http1(tls, svc, cfg).await.map_err(Error::Http)
+}
+
+fn set_nodelay(stream: &TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
+}
+
+async fn serve_http1<S, Svc, B>(stream: S, svc: Svc, cfg: &Config) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    Svc::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
