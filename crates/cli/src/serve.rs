@@ -132,8 +132,20 @@ fn websocket_configs(args: &ServeArgs) -> anyhow::Result<(ServerConfig, ServerCo
         handshake: handshake.clone(),
         ws: ws.clone(),
     };
+    // A chat node holds many mostly idle connections, and a compressor with context
+    // takeover keeps about 250 to 380 KB per connection between messages. Resetting the
+    // contexts after every message keeps idle chat connections free of them, at the cost
+    // of a new context per compressed message.
+    let chat_handshake = pylon_proto::handshake::ServerConfig {
+        deflate: handshake.deflate.map(|deflate| DeflateConfig {
+            no_context_takeover: true,
+            peer_no_context_takeover: true,
+            ..deflate
+        }),
+        ..handshake
+    };
     let chat = ServerConfig {
-        handshake,
+        handshake: chat_handshake,
         ws: pylon_ws::Config {
             outbound_capacity: CHAT_OUTBOUND_CAPACITY,
             full_policy: FullPolicy::Close(CloseCode::TRY_AGAIN_LATER),

@@ -200,3 +200,47 @@ async fn chat_history_survives_restart() {
         .collect();
     assert_eq!(seqs, [2, 3]);
 }
+
+#[tokio::test]
+async fn chat_compression_keeps_no_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let extensions = |response: &http::Response<()>| {
+        response
+            .headers()
+            .get("sec-websocket-extensions")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let (_chat, response) = connect(&server.url("/ws/chat"), ClientConfig::default())
+        .await
+        .unwrap();
+    let agreed = extensions(&response);
+    assert!(
+        agreed.starts_with("permessage-deflate"),
+        "chat agreed {agreed:?}"
+    );
+    assert!(
+        agreed.contains("server_no_context_takeover"),
+        "chat agreed {agreed:?}"
+    );
+    assert!(
+        agreed.contains("client_no_context_takeover"),
+        "chat agreed {agreed:?}"
+    );
+
+    let (_echo, response) = connect(&server.url("/ws/echo"), ClientConfig::default())
+        .await
+        .unwrap();
+    let agreed = extensions(&response);
+    assert!(
+        agreed.starts_with("permessage-deflate"),
+        "echo agreed {agreed:?}"
+    );
+    assert!(
+        !agreed.contains("no_context_takeover"),
+        "echo agreed {agreed:?}"
+    );
+}
