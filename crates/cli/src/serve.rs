@@ -279,8 +279,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Answers one HTTP request. `tls` is whether the connection runs TLS, which decides the
-/// stream type that a WebSocket upgrade recovers.
+/// Routes one HTTP request and returns its response. `tls` tells whether the connection
+/// runs TLS, which decides the stream type that a WebSocket upgrade recovers.
 async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let (route, response) = match path.as_str() {
@@ -295,7 +295,7 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Respon
             only_get(&req).unwrap_or_else(|| readiness(&node)),
         ),
         "/metrics" => ("/metrics", only_get(&req).unwrap_or_else(|| metrics(&node))),
-        // Browsers ask for an icon on every page; answering without one keeps 404s meaningful.
+        // Browsers request an icon on every page. A 204 keeps those requests out of the 404s.
         "/favicon.ico" => ("/favicon.ico", empty(StatusCode::NO_CONTENT)),
         _ => match web::find(&path) {
             Some(asset) => (
@@ -378,8 +378,8 @@ impl Endpoint {
     }
 }
 
-/// Answers a WebSocket upgrade request and starts the connection's task once hyper hands
-/// the stream over.
+/// Accepts or rejects a WebSocket upgrade request, and starts the connection's task once
+/// hyper hands the stream over.
 fn upgrade(
     node: &Arc<Node>,
     req: &mut Request<Incoming>,

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Server, repo_root, run_with_timeout};
@@ -144,22 +144,7 @@ impl NodeEchoServer {
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
     fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("failed to run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait on echo_server.mjs") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "echo_server.mjs did not exit within {timeout:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::terminate_child(&mut self.child, "echo_server.mjs", timeout)
     }
 }
 

@@ -6,7 +6,10 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use common::{SAMPLE_KEY, echo, masked_frame, quick_config, read_frame, spawn_server, within};
+use common::{
+    SAMPLE_KEY, echo, masked_frame, quick_config, read_frame, read_upgrade_response, spawn_server,
+    within,
+};
 use pylon_proto::handshake::accept_key;
 use pylon_proto::{Config as ProtoConfig, Connection, Limits};
 use pylon_ws::client::{ClientConfig, connect};
@@ -194,25 +197,8 @@ async fn raw_handshake_offering(
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
 
-    let mut received = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 1024];
-        let n = within("response head", stream.read(&mut chunk))
-            .await
-            .unwrap();
-        assert!(n > 0, "server closed the connection during the handshake");
-        received.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = received.windows(4).position(|window| window == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
-    assert!(
-        head.starts_with("http/1.1 101"),
-        "unexpected response: {head}"
-    );
-    let rest = received.split_off(head_end);
-    (stream, head, rest)
+    let (head, rest) = read_upgrade_response(&mut stream).await;
+    (stream, head.to_ascii_lowercase(), rest)
 }
 
 #[tokio::test]

@@ -75,22 +75,7 @@ impl Server {
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("failed to run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait on pylon") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pylon did not exit within {timeout:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_child(&mut self.child, "pylon", timeout)
     }
 
     /// Resident memory of the server process in KiB, from /proc.
@@ -114,6 +99,27 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for it to exit. `name` labels the
+/// process in failure messages.
+pub fn terminate_child(child: &mut Child, name: &str, timeout: Duration) -> ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("failed to run kill");
+    assert!(status.success(), "kill -TERM {name} failed");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait on child process") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not exit within {timeout:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -177,7 +183,7 @@ fn response_complete(buf: &[u8]) -> bool {
     }
 }
 
-/// The status code in the first line of an HTTP response.
+/// Returns the status code in the first line of an HTTP response.
 pub fn status_of(response: &str) -> u16 {
     response
         .split_whitespace()
@@ -191,7 +197,8 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python interpreter of the test virtualenv that `scripts/setup-test-deps` creates.
+/// Returns the Python interpreter of the test virtualenv that `scripts/setup-test-deps`
+/// creates.
 pub fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("PYLON_TEST_PYTHON") {
         return PathBuf::from(path);

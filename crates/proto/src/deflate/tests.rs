@@ -686,7 +686,7 @@ fn params_display_round_trips() {
 }
 
 #[test]
-fn server_limit_of_8_bits_is_raised_to_9() {
+fn peer_window_8_raised_to_9() {
     let server = DeflateConfig {
         peer_max_window_bits: Some(8),
         ..DeflateConfig::default()

@@ -119,6 +119,14 @@ pub(crate) async fn raw_handshake_with(
     request.extend_from_slice(after_head);
     stream.write_all(&request).await.unwrap();
 
+    let (head, rest) = read_upgrade_response(&mut stream).await;
+    assert!(head.contains(SAMPLE_ACCEPT), "missing accept key: {head}");
+    (stream, rest)
+}
+
+/// Reads a `101` response head from `stream`. Returns the head and any bytes that arrived
+/// after it.
+pub(crate) async fn read_upgrade_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let mut received = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 1024];
@@ -136,9 +144,8 @@ pub(crate) async fn raw_handshake_with(
         head.starts_with("HTTP/1.1 101"),
         "unexpected response: {head}"
     );
-    assert!(head.contains(SAMPLE_ACCEPT), "missing accept key: {head}");
     let rest = received.split_off(head_end);
-    (stream, rest)
+    (head, rest)
 }
 
 /// Encodes one client frame, masked with a fixed key.
