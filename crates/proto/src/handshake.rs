@@ -7,6 +7,11 @@
 //! Client side: [`ClientRequest`] contains a random key and the offered subprotocols, builds
 //! the request headers and verifies the server's response.
 //!
+//! Over HTTP/2 and HTTP/3 a WebSocket opens with an extended CONNECT request instead
+//! (RFC 8441, RFC 9220): [`validate_connect_request`] checks it on the server, and
+//! [`ClientRequest::connect_headers`] and [`ClientRequest::verify_connect`] serve the
+//! client. [`Accept::response`] is then `200 OK`.
+//!
 //! The only extension is permessage-deflate (RFC 7692, see [`crate::deflate`]), negotiated
 //! when [`ServerConfig::deflate`] or [`ClientRequest::deflate`] is set. A server ignores
 //! other extension offers, and a client rejects every extension it did not offer.
@@ -69,12 +74,13 @@ pub enum OriginPolicy {
     AllowList(Vec<String>),
 }
 
-/// Result of a valid upgrade request, from which the `101 Switching Protocols` response
-/// is built.
+/// Result of a valid opening request, from which the successful response is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accept {
-    /// Value of the `Sec-WebSocket-Accept` response header.
-    pub accept_key: String,
+    /// Value of the `Sec-WebSocket-Accept` response header, or `None` for a WebSocket
+    /// opened by extended CONNECT over HTTP/2 or HTTP/3, which has no key (RFC 8441
+    /// section 5).
+    pub accept_key: Option<String>,
     /// Selected subprotocol, or `None` if the client offered none that the server supports.
     pub protocol: Option<String>,
     /// Agreed permessage-deflate, or `None` if compression is off or no offer was
@@ -83,20 +89,27 @@ pub struct Accept {
 }
 
 impl Accept {
-    /// Builds the `101 Switching Protocols` response with the `Upgrade`, `Connection`,
-    /// `Sec-WebSocket-Accept` and, if one was selected, `Sec-WebSocket-Protocol` headers,
-    /// and `Sec-WebSocket-Extensions` if permessage-deflate was agreed.
+    /// Builds the successful response.
+    ///
+    /// For an HTTP/1.1 upgrade it is `101 Switching Protocols` with the `Upgrade`,
+    /// `Connection` and `Sec-WebSocket-Accept` headers. For an extended CONNECT it is
+    /// `200 OK` without them (RFC 8441 section 5). Both carry `Sec-WebSocket-Protocol` if a
+    /// subprotocol was selected and `Sec-WebSocket-Extensions` if permessage-deflate was
+    /// agreed.
     pub fn response(&self) -> Response<()> {
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        // The accept key is base64, and the protocol is a token the client sent, so both
-        // are valid header values.
-        if let Ok(value) = HeaderValue::from_str(&self.accept_key) {
-            headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+        if let Some(accept_key) = &self.accept_key {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            // The accept key is base64, so it is a valid header value.
+            if let Ok(value) = HeaderValue::from_str(accept_key) {
+                headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+            }
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         }
+        let headers = response.headers_mut();
+        // The protocol is a token the client sent, so it is a valid header value.
         if let Some(protocol) = &self.protocol
             && let Ok(value) = HeaderValue::from_str(protocol)
         {
@@ -154,11 +167,31 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version` was not `13`.
     #[error("Sec-WebSocket-Version {0:?} is not supported, the supported version is 13")]
     UnsupportedVersion(String),
+    /// A WebSocket request over HTTP/2 or HTTP/3 did not use the CONNECT method, which
+    /// those versions require (RFC 8441 section 4, RFC 9220 section 3).
+    #[error("websocket request over HTTP/2 or HTTP/3 must be an extended CONNECT request")]
+    MethodNotConnect,
+    /// A CONNECT request had no `:protocol` pseudo-header, so it asked for a TCP tunnel,
+    /// which this server does not provide.
+    #[error(
+        "CONNECT request is missing the :protocol pseudo-header, expected :protocol = websocket"
+    )]
+    MissingProtocol,
+    /// The `:protocol` pseudo-header of an extended CONNECT request was not `websocket`.
+    #[error(
+        "extended CONNECT :protocol {0:?} is not supported, the supported protocol is websocket"
+    )]
+    UnsupportedProtocol(String),
+    /// An extended CONNECT request lacked `:scheme`, `:path` or `:authority`
+    /// (RFC 8441 section 4).
+    #[error("extended CONNECT request is missing the {0} pseudo-header")]
+    MissingPseudoHeader(&'static str),
     /// The `Origin` header was not in [`OriginPolicy::AllowList`].
     #[error("origin {0:?} is not allowed")]
     OriginNotAllowed(String),
-    /// The server's response status was not `101 Switching Protocols`.
-    #[error("server returned status {0}, expected 101 Switching Protocols")]
+    /// The server's response status was not `101 Switching Protocols` for an HTTP/1.1
+    /// upgrade, or not 2xx for an extended CONNECT.
+    #[error("server returned status {0}, which does not accept the websocket request")]
     UnexpectedStatus(u16),
     /// The server's response had no `Sec-WebSocket-Accept` header.
     #[error("server response is missing the Sec-WebSocket-Accept header")]
@@ -199,6 +232,10 @@ impl HandshakeError {
             }
             HandshakeError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             HandshakeError::MethodNotGet
+            | HandshakeError::MethodNotConnect
+            | HandshakeError::MissingProtocol
+            | HandshakeError::UnsupportedProtocol(_)
+            | HandshakeError::MissingPseudoHeader(_)
             | HandshakeError::HttpVersion
             | HandshakeError::MissingHost
             | HandshakeError::InvalidHost
@@ -229,6 +266,10 @@ impl HandshakeError {
             HandshakeError::InvalidKey => "invalid_key",
             HandshakeError::MissingVersion => "missing_version",
             HandshakeError::UnsupportedVersion(_) => "unsupported_version",
+            HandshakeError::MethodNotConnect => "method_not_connect",
+            HandshakeError::MissingProtocol => "missing_protocol",
+            HandshakeError::UnsupportedProtocol(_) => "unsupported_protocol",
+            HandshakeError::MissingPseudoHeader(_) => "missing_pseudo_header",
             HandshakeError::OriginNotAllowed(_) => "origin_not_allowed",
             HandshakeError::UnexpectedStatus(_) => "unexpected_status",
             HandshakeError::MissingAccept => "missing_accept",
@@ -327,7 +368,7 @@ pub fn validate_request(
             .map(|params| PerMessageDeflate::new(Role::Server, params, config))
     });
     Ok(Accept {
-        accept_key: accept_key(key),
+        accept_key: Some(accept_key(key)),
         protocol,
         deflate,
     })
@@ -510,6 +551,14 @@ impl ClientRequest {
             HeaderValue::from_str(&self.key).map_err(|_| invalid(&self.key))?,
         );
         headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        self.insert_offers(&mut headers)?;
+        Ok(headers)
+    }
+
+    /// Inserts `Sec-WebSocket-Protocol` if any protocol is offered and
+    /// `Sec-WebSocket-Extensions` if compression is offered.
+    fn insert_offers(&self, headers: &mut HeaderMap) -> Result<(), HandshakeError> {
+        let invalid = |value: &str| HandshakeError::InvalidHeaderValue(value.to_owned());
         if !self.protocols.is_empty() {
             if let Some(bad) = self.protocols.iter().find(|protocol| !is_token(protocol)) {
                 return Err(invalid(bad));
@@ -527,7 +576,7 @@ impl ClientRequest {
                 HeaderValue::from_str(&offer).map_err(|_| invalid(&offer))?,
             );
         }
-        Ok(headers)
+        Ok(())
     }
 
     /// Returns the `Sec-WebSocket-Accept` value the server must send for this key.
@@ -588,6 +637,11 @@ impl ClientRequest {
         {
             return Err(HandshakeError::AcceptMismatch);
         }
+        self.verify_offers(headers)
+    }
+
+    /// Checks the subprotocol and extension headers of a successful response.
+    fn verify_offers(&self, headers: &HeaderMap) -> Result<Negotiated, HandshakeError> {
         let params = deflate::verify_response(headers, self.deflate.as_ref())?;
         let deflate = params
             .zip(self.deflate.as_ref())
@@ -614,6 +668,10 @@ impl ClientRequest {
         Ok(Some(protocol))
     }
 }
+
+mod connect;
+
+pub use connect::{CONNECT_PROTOCOL, validate_connect_request};
 
 #[cfg(test)]
 mod tests;
