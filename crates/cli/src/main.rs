@@ -91,7 +91,7 @@ pub(crate) struct ServeArgs {
     pub(crate) compression_window_bits: u8,
 
     /// PEM file with the TLS certificate chain, leaf first. With --tls-key, the listener
-    /// serves HTTPS and WSS instead of HTTP and WS.
+    /// serves HTTPS and WSS instead of HTTP and WS. SIGHUP rereads both files.
     #[arg(long, env = "PYLON_TLS_CERT", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
 

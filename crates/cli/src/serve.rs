@@ -17,7 +17,7 @@ use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError,
 use pylon_proto::DeflateConfig;
 use pylon_proto::handshake::OriginPolicy;
 use pylon_ws::server::{ServerConfig, TlsStream};
-use pylon_ws::tls::TlsAcceptor;
+use pylon_ws::tls::{ReloadableCert, TlsAcceptor};
 use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -169,14 +169,54 @@ fn tls_acceptor(args: &ServeArgs) -> anyhow::Result<Option<TlsAcceptor>> {
     }
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = pylon_ws::tls::acceptor_from_pem_files(cert, key)?;
-            info!(cert = %cert.display(), "serving HTTPS and WSS");
-            Ok(Some(acceptor))
+            let reloadable = ReloadableCert::from_pem_files(cert, key)?;
+            let config = pylon_ws::tls::server_config_with_resolver(reloadable.clone())?;
+            info!(
+                cert = %cert.display(),
+                sha256_fingerprint = %reloadable.fingerprint(),
+                "serving HTTPS and WSS; send SIGHUP to reload the certificate and key"
+            );
+            spawn_reload_on_sighup(reloadable);
+            Ok(Some(TlsAcceptor::from(config)))
         }
         (None, None) => Ok(None),
         // clap requires both flags together, so this is only reached if that rule changes.
         _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
     }
+}
+
+/// Rereads the certificate and key files on every SIGHUP. Open connections keep their
+/// sessions, and a failed reload keeps the current certificate.
+fn spawn_reload_on_sighup(cert: Arc<ReloadableCert>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                warn!(%error, "failed to install the SIGHUP handler; the certificate cannot be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match cert.reload() {
+                    Ok(()) => info!(
+                        cert = %cert.cert_path().display(),
+                        sha256_fingerprint = %cert.fingerprint(),
+                        "reloaded the TLS certificate"
+                    ),
+                    Err(error) => warn!(
+                        %error,
+                        sha256_fingerprint = %cert.fingerprint(),
+                        "failed to reload the TLS certificate; still serving the previous one"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(cert);
 }
 
 async fn accept_loop(node: &Arc<Node>, listener: TcpListener, tls: Option<TlsAcceptor>) {

@@ -18,7 +18,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 pub use rustls;
 pub use tokio_rustls::TlsAcceptor;
 
+pub use self::reload::ReloadableCert;
 use crate::Error;
+
+mod reload;
 
 /// ALPN protocol offered and accepted on TLS connections.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -90,6 +93,26 @@ pub fn server_config(
                  certificate): {err}"
             ))
         })?;
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Builds a rustls server configuration that gets the certificate of each handshake from
+/// `resolver`, such as a [`ReloadableCert`], requests no client certificate and offers
+/// ALPN `http/1.1` only.
+///
+/// # Errors
+///
+/// [`Error::TlsConfig`] if the crypto provider supports none of the default protocol
+/// versions.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| Error::TlsConfig(err.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }
