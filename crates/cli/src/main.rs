@@ -1,7 +1,9 @@
-//! The `pylon` binary: runs a node (`pylon serve`) and load-tests one (`pylon bench`).
+//! The `pylon` binary: runs a node (`pylon serve`), load-tests one (`pylon bench`) and
+//! talks to a WebSocket endpoint (`pylon client`).
 
 mod bench;
 mod cert;
+mod client;
 mod metrics;
 mod serve;
 mod web;
@@ -31,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a self-signed development certificate and key for localhost as PEM files.
     Cert(cert::CertArgs),
+    /// Connect to a WebSocket URL, send each line of stdin and print each message received.
+    Client(client::ClientArgs),
 }
 
 /// Options of `pylon serve`.
@@ -151,9 +155,14 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The client's stdout and stderr belong to the conversation, so it logs only warnings.
+    let default_level = match cli.command {
+        Command::Client(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("PYLON_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("PYLON_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -164,6 +173,13 @@ fn main() -> anyhow::Result<()> {
         // The benchmark builds its own runtime, sized by --threads.
         Command::Bench(args) => return bench::run(args),
         Command::Cert(args) => return cert::run(&args),
+        Command::Client(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the tokio runtime")?;
+            return runtime.block_on(client::run(args));
+        }
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,167 @@
+//! `pylon client`: lines from stdin go out as messages, replies come back on stdout, over
+//! ws:// and wss://, and bad arguments or endpoints fail with a clear message.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, run_with_timeout};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `pylon client` with `args`, writes `input` to its stdin and closes it, and returns
+/// its output. Fails the test if it runs longer than 30 seconds.
+fn run_client(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pylon"))
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pylon client did not exit within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn stdin_lines_are_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/echo");
+    let output = run_client(&[&url], "hello\nsecond line\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "hello\nsecond line\n");
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("connected to"), "{stderr}");
+    assert!(
+        stderr.contains("compression permessage-deflate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("close code 1000"), "{stderr}");
+}
+
+#[test]
+fn binary_lines_print_as_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/echo");
+    let output = run_client(&[&url, "--binary", "--no-compression"], "AB\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "[binary, 2 bytes] 4142\n");
+    assert!(!stderr_of(&output).contains("compression"));
+}
+
+#[test]
+fn execute_sends_without_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/echo");
+    let output = run_client(&[&url, "-x", "one", "-x", "two", "--wait", "0.5"], "");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "one\ntwo\n");
+}
+
+#[test]
+fn chat_join_with_origin_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/chat");
+    let join = r#"{"type":"join","room":"lobby","nick":"cli"}"#;
+    let output = run_client(
+        &[
+            &url,
+            "-H",
+            "Origin: http://127.0.0.1",
+            "-x",
+            join,
+            "--wait",
+            "1",
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = stdout_of(&output);
+    assert!(stdout.contains("\"joined\""), "{stdout}");
+}
+
+#[test]
+fn wss_with_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("tls");
+    let (status, output) = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_pylon"))
+            .args(["cert", "--out"])
+            .arg(&cert_dir),
+        RUN_TIMEOUT,
+    );
+    assert!(status.success(), "{output}");
+    let cert = cert_dir.join("cert.pem");
+    let key = cert_dir.join("key.pem");
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("wss://localhost:{}/ws/echo", server.addr.port());
+
+    let output = run_client(&[&url, "--ca-file", cert.to_str().unwrap()], "secure\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "secure\n");
+
+    let untrusted = run_client(&[&url], "secure\n");
+    assert!(!untrusted.status.success());
+    let stderr = stderr_of(&untrusted);
+    assert!(stderr.contains("failed to connect to wss://"), "{stderr}");
+
+    let insecure = run_client(&[&url, "--insecure"], "anyway\n");
+    assert!(insecure.status.success(), "{}", stderr_of(&insecure));
+    assert_eq!(stdout_of(&insecure), "anyway\n");
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    let output = run_client(&["http://127.0.0.1:1/ws/echo"], "");
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("failed to connect to http://"), "{stderr}");
+
+    let output = run_client(&["ws://127.0.0.1:1/ws/echo", "-H", "no colon"], "");
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("expected \"Name: value\""));
+
+    let output = run_client(&["ws://127.0.0.1:1/ws/echo"], "");
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("failed to connect to ws://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
