@@ -1,5 +1,6 @@
-//! Validates arbitrary upgrade requests with `handshake::validate_request` and checks the
-//! accept key of every valid one and the status of every rejected one.
+//! Validates arbitrary upgrade requests with `handshake::validate_request`, and arbitrary
+//! extended CONNECT requests with `handshake::validate_connect_request`, and checks the
+//! response of every valid one and the status of every rejected one.
 
 #![no_main]
 
@@ -7,9 +8,9 @@ use arbitrary::Arbitrary;
 use http::header::{
     HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
 };
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use libfuzzer_sys::fuzz_target;
-use pylon_proto::handshake::{self, validate_request};
+use pylon_proto::handshake::{self, validate_connect_request, validate_request};
 use pylon_proto::{Accept, HandshakeError, OriginPolicy, ServerConfig};
 use pylon_proto_fuzz::{DeflateInput, NameInput, ValueInput, build_headers};
 
@@ -17,6 +18,7 @@ use pylon_proto_fuzz::{DeflateInput, NameInput, ValueInput, build_headers};
 enum MethodInput {
     Get,
     Post,
+    Connect,
     /// Any method, skipped when it is not a valid method token.
     Other(Vec<u8>),
 }
@@ -32,12 +34,18 @@ struct Input {
     allowed_origins: Option<Vec<String>>,
     /// Server permessage-deflate settings, or `None` to decline compression.
     deflate: Option<DeflateInput>,
+    /// `:protocol` of the extended CONNECT request.
+    connect_protocol: Option<String>,
+    /// `:scheme`, `:authority` and `:path` of the extended CONNECT request, skipped when
+    /// they do not parse as a URI.
+    connect_uri: String,
 }
 
 fuzz_target!(|input: Input| {
     let method = match &input.method {
         MethodInput::Get => Method::GET,
         MethodInput::Post => Method::POST,
+        MethodInput::Connect => Method::CONNECT,
         MethodInput::Other(bytes) => match Method::from_bytes(bytes) {
             Ok(method) => method,
             Err(_) => return,
@@ -64,7 +72,41 @@ fuzz_target!(|input: Input| {
         Ok(accept) => check_accept(&accept, &method, version, &headers, &config),
         Err(err) => check_error(&err),
     }
+
+    let Ok(uri) = input.connect_uri.parse::<Uri>() else {
+        return;
+    };
+    let protocol = input.connect_protocol.as_deref();
+    match validate_connect_request(&method, protocol, &uri, &headers, &config) {
+        Ok(accept) => check_connect_accept(&accept, &method, protocol, &uri, &headers),
+        Err(err) => check_error(&err),
+    }
 });
+
+fn check_connect_accept(
+    accept: &Accept,
+    method: &Method,
+    protocol: Option<&str>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) {
+    assert_eq!(method, Method::CONNECT);
+    assert!(
+        protocol.is_some_and(|protocol| protocol.eq_ignore_ascii_case("websocket")),
+        "accepted :protocol {protocol:?}"
+    );
+    assert!(uri.scheme().is_some() && uri.authority().is_some(), "{uri}");
+    assert_eq!(accept.accept_key, None);
+    assert_eq!(headers.get_all(SEC_WEBSOCKET_VERSION).iter().count(), 1);
+
+    let response = accept.response();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!response.headers().contains_key(SEC_WEBSOCKET_ACCEPT));
+    assert_eq!(
+        response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS),
+        accept.deflate.is_some()
+    );
+}
 
 fn check_accept(
     accept: &Accept,
@@ -78,15 +120,14 @@ fn check_accept(
     assert_eq!(headers.get_all(HOST).iter().count(), 1);
     assert_eq!(headers.get_all(SEC_WEBSOCKET_KEY).iter().count(), 1);
 
+    let accept_key = accept
+        .accept_key
+        .as_deref()
+        .expect("an HTTP/1.1 upgrade always has an accept key");
     // Base64 of a 20-byte SHA-1 digest is 28 characters.
-    assert_eq!(
-        accept.accept_key.len(),
-        28,
-        "accept key {:?}",
-        accept.accept_key
-    );
+    assert_eq!(accept_key.len(), 28, "accept key {accept_key:?}");
     let key = headers[SEC_WEBSOCKET_KEY].as_bytes().trim_ascii();
-    assert_eq!(accept.accept_key, handshake::accept_key(key));
+    assert_eq!(accept_key, handshake::accept_key(key));
 
     if let Some(protocol) = &accept.protocol {
         assert!(
@@ -122,7 +163,7 @@ fn check_accept(
             .headers()
             .get(SEC_WEBSOCKET_ACCEPT)
             .map(|value| value.as_bytes()),
-        Some(accept.accept_key.as_bytes())
+        Some(accept_key.as_bytes())
     );
 }
 
