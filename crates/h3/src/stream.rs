@@ -205,28 +205,63 @@ impl AsyncWrite for H3Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// Writes the buffers as one DATA frame, so that a batch of WebSocket frames written
+    /// together travels as one HTTP/3 frame. If the stream takes only part of it, the
+    /// frame stays open and the next write continues its payload.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if buf.is_empty() {
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        if total == 0 {
             return Poll::Ready(Ok(0));
         }
         if this.write_left == 0 {
-            // Start a DATA frame that carries this whole buffer.
             let mut header = &mut this.write_header[..];
             let before = header.len();
-            frame::encode_header(frame::DATA, buf.len() as u64, &mut header);
+            frame::encode_header(frame::DATA, total as u64, &mut header);
             this.write_header_len = before - header.len();
             this.write_header_sent = 0;
-            this.write_left = buf.len();
+            this.write_left = total;
         }
         while this.write_header_sent < this.write_header_len {
             let header = &this.write_header[this.write_header_sent..this.write_header_len];
             let n = ready!(Pin::new(&mut this.send).poll_write(cx, header))?;
             this.write_header_sent += n;
         }
-        let len = buf.len().min(this.write_left);
-        let n = ready!(Pin::new(&mut this.send).poll_write(cx, &buf[..len]))?;
-        this.write_left -= n;
-        Poll::Ready(Ok(n))
+        let mut written = 0;
+        for buf in bufs {
+            let mut offset = 0;
+            while offset < buf.len() && this.write_left > 0 {
+                let end = buf.len().min(offset + this.write_left);
+                match Pin::new(&mut this.send).poll_write(cx, &buf[offset..end]) {
+                    Poll::Ready(Ok(n)) => {
+                        offset += n;
+                        written += n;
+                        this.write_left -= n;
+                    }
+                    Poll::Ready(Err(error)) if written == 0 => {
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    Poll::Pending if written == 0 => return Poll::Pending,
+                    // Report what was written; the error or the wait comes on the next call.
+                    Poll::Ready(Err(_)) | Poll::Pending => return Poll::Ready(Ok(written)),
+                }
+            }
+            if this.write_left == 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

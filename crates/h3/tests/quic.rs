@@ -675,3 +675,43 @@ async fn tunnel_rejects_headers_after_connect() {
     let _stream = raw.request(&request).await;
     assert_eq!(raw.closed_with().await, Code::H3_FRAME_UNEXPECTED.0);
 }
+
+#[tokio::test]
+async fn vectored_write_is_one_data_frame() {
+    let certificate = certificate();
+    let server = server_endpoint(&certificate);
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let quic = server.accept().await.unwrap().await.unwrap();
+        let mut h3 = ServerConnection::new(quic, Config::default())
+            .await
+            .unwrap();
+        let incoming = h3.accept().await.unwrap();
+        let mut stream = incoming.stream;
+        stream.send_response(&Response::new(())).await.unwrap();
+        let mut tunnel = stream.into_tunnel();
+        let slices = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
+        let written = tunnel.write_vectored(&slices).await.unwrap();
+        assert_eq!(written, 4);
+        tunnel.shutdown().await.unwrap();
+        let _ = h3.accept().await;
+    });
+    let setup = Setup {
+        addr,
+        client: client_endpoint(&certificate),
+    };
+    let raw = RawClient::connect(&setup).await;
+    let _control = raw.valid_control().await;
+    let (_send, mut recv) = raw.request(&headers_frame(&ECHO_REQUEST)).await;
+    let bytes = tokio::time::timeout(TIMEOUT, recv.read_to_end(1024))
+        .await
+        .unwrap()
+        .unwrap();
+    // Skip the HEADERS frame of the response; the rest must be one DATA frame.
+    assert_eq!(bytes[0], 0x01, "response starts with HEADERS");
+    let headers_len = usize::from(bytes[1]);
+    assert_eq!(
+        &bytes[2 + headers_len..],
+        [0x00, 0x04, b'a', b'b', b'c', b'd']
+    );
+}
