@@ -2,11 +2,10 @@
 //! QUIC connection, through the in-project HTTP/3 layer [`pylon_h3`].
 //!
 //! Server: build a QUIC endpoint with [`server_endpoint`], accept each connection with
-//! [`H3Connection::accept`], then take validated requests from
-//! [`H3Connection::next_request`] and [`H3Request::accept`] them into a
-//! [`WebSocket<H3Stream>`] after routing on [`H3Request::path`]. Requests that fail the
-//! handshake checks get their error response (400, 403 or 426) without reaching the
-//! caller.
+//! [`H3Connection::accept`], take requests from [`H3Connection::next_request`], route
+//! them on [`H3Request::path`], and [`H3Request::accept`] them into a
+//! [`WebSocket<H3Stream>`] with the [`ServerConfig`] of the route. A request that fails
+//! the handshake checks gets its error response (400, 403 or 426) there.
 //!
 //! Client: [`connect_h3`] opens one WebSocket on a new QUIC connection, and [`H3Client`]
 //! keeps one connection per server and opens many WebSockets on it. [`H3Client::tunnel`]
@@ -22,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use pylon_h3::{ClientConnection, IncomingRequest, Protocol, RequestStream, ServerConnection};
 use pylon_proto::Role;
-use pylon_proto::handshake::{self, Accept, CONNECT_PROTOCOL, ClientRequest, HandshakeError};
+use pylon_proto::handshake::{self, CONNECT_PROTOCOL, ClientRequest, HandshakeError};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt;
@@ -30,10 +29,10 @@ use tracing::{debug, info};
 
 pub use pylon_h3::H3Stream;
 
+use crate::WebSocket;
 use crate::client::ClientConfig;
 use crate::server::ServerConfig;
 use crate::tls::ClientTls;
-use crate::{Config, WebSocket};
 
 /// An error of a WebSocket over HTTP/3.
 #[derive(Debug, thiserror::Error)]
@@ -126,23 +125,18 @@ pub fn server_endpoint(
 /// One HTTP/3 connection on the server, yielding validated WebSocket requests.
 pub struct H3Connection {
     inner: ServerConnection,
-    config: Arc<ServerConfig>,
 }
 
 impl H3Connection {
     /// Completes the QUIC handshake of an incoming connection and starts HTTP/3 on it,
-    /// within `config.ws.handshake_timeout`.
+    /// within `timeout`.
     ///
     /// # Errors
     ///
     /// [`H3Error::Connect`] if the QUIC handshake fails, [`H3Error::HandshakeTimeout`]
     /// if it takes too long, [`H3Error::Http3`] if HTTP/3 cannot start.
-    pub async fn accept(
-        incoming: quinn::Incoming,
-        config: Arc<ServerConfig>,
-    ) -> Result<Self, H3Error> {
+    pub async fn accept(incoming: quinn::Incoming, timeout: Duration) -> Result<Self, H3Error> {
         let addr = incoming.remote_address();
-        let timeout = config.ws.handshake_timeout;
         let start = async {
             let quic = incoming.await.map_err(|error| H3Error::Connect {
                 addr,
@@ -155,35 +149,34 @@ impl H3Connection {
             .await
             .map_err(|_| H3Error::HandshakeTimeout(timeout))??;
         debug!(remote = %addr, "HTTP/3 connection accepted");
-        Ok(Self { inner, config })
+        Ok(Self { inner })
     }
 
-    /// Returns the next request that passed the WebSocket handshake checks, or `None`
-    /// once the connection is closed. Failed requests are answered here: 400 for a
-    /// missing or unknown `:protocol` or another method than CONNECT, 426 with
-    /// `Sec-WebSocket-Version: 13` for another version, 403 for a rejected origin.
+    /// Returns the next WebSocket request, or `None` once the connection is closed.
+    ///
+    /// Requests that break the HTTP/3 rules (RFC 9114 section 4.3) were already reset
+    /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route are
+    /// answered here and not returned: 400 for a method other than CONNECT or a missing
+    /// or unknown `:protocol`, 426 with `Sec-WebSocket-Version: 13` for another version.
+    /// Route the rest on [`H3Request::path`].
     pub async fn next_request(&mut self) -> Option<H3Request> {
+        // Origins and compression depend on the route, so they are checked in accept.
+        let route_independent = handshake::ServerConfig::default();
         loop {
             let IncomingRequest { request, stream } = self.inner.accept().await?;
             let protocol = request
                 .extensions()
                 .get::<Protocol>()
                 .map(|protocol| protocol.0.clone());
-            match handshake::validate_connect_request(
+            let checked = handshake::validate_connect_request(
                 request.method(),
                 protocol.as_deref(),
                 request.uri(),
                 request.headers(),
-                &self.config.handshake,
-            ) {
-                Ok(accept) => {
-                    return Some(H3Request {
-                        request,
-                        stream,
-                        accept,
-                        ws: self.config.ws.clone(),
-                    });
-                }
+                &route_independent,
+            );
+            match checked {
+                Ok(_) => return Some(H3Request { request, stream }),
                 Err(error) => {
                     info!(
                         remote = %self.inner.quic().remote_address(),
@@ -234,13 +227,11 @@ async fn respond_with_body(mut stream: RequestStream, response: Response<()>, bo
     }
 }
 
-/// A validated extended CONNECT request for a WebSocket, not yet answered.
+/// A request on an HTTP/3 connection, not yet answered.
 #[derive(Debug)]
 pub struct H3Request {
     request: Request<()>,
     stream: RequestStream,
-    accept: Accept,
-    ws: Config,
 }
 
 impl H3Request {
@@ -254,28 +245,49 @@ impl H3Request {
         &self.request
     }
 
-    /// Returns the subprotocol the handshake selected, if any.
-    pub fn protocol(&self) -> Option<&str> {
-        self.accept.protocol.as_deref()
-    }
-
-    /// Sends the 200 response and returns the WebSocket.
+    /// Validates the request as a WebSocket extended CONNECT (RFC 9220) with `config`,
+    /// sends the 200 response and returns the WebSocket.
+    ///
+    /// A request that fails the checks gets its error response here: 400 for a missing
+    /// or unknown `:protocol` or a method other than CONNECT, 426 with
+    /// `Sec-WebSocket-Version: 13` for another version, 403 for a rejected origin.
     ///
     /// # Errors
     ///
-    /// [`H3Error::Http3`] if the response cannot be sent.
-    pub async fn accept(mut self) -> Result<WebSocket<H3Stream>, H3Error> {
-        self.stream.send_response(&self.accept.response()).await?;
-        let mut config = self.ws;
-        config.proto.deflate = self.accept.deflate;
+    /// [`H3Error::Handshake`] for a rejected request, [`H3Error::Http3`] if the response
+    /// cannot be sent.
+    pub async fn accept(mut self, config: &ServerConfig) -> Result<WebSocket<H3Stream>, H3Error> {
+        let protocol = self
+            .request
+            .extensions()
+            .get::<Protocol>()
+            .map(|protocol| protocol.0.clone());
+        let accept = match handshake::validate_connect_request(
+            self.request.method(),
+            protocol.as_deref(),
+            self.request.uri(),
+            self.request.headers(),
+            &config.handshake,
+        ) {
+            Ok(accept) => accept,
+            Err(error) => {
+                debug!(uri = %self.request.uri(), %error, "websocket over HTTP/3 rejected");
+                let (parts, body) = error.response().into_parts();
+                respond_with_body(self.stream, Response::from_parts(parts, ()), body.into()).await;
+                return Err(H3Error::Handshake(error));
+            }
+        };
+        self.stream.send_response(&accept.response()).await?;
+        let mut ws_config = config.ws.clone();
+        ws_config.proto.deflate = accept.deflate;
         let tunnel = self.stream.into_tunnel();
         debug!(
             stream = tunnel.id(),
             path = self.request.uri().path(),
             "websocket over HTTP/3 accepted"
         );
-        let mut ws = WebSocket::from_raw(tunnel, Role::Server, config, Bytes::new());
-        ws.set_protocol(self.accept.protocol);
+        let mut ws = WebSocket::from_raw(tunnel, Role::Server, ws_config, Bytes::new());
+        ws.set_protocol(accept.protocol);
         Ok(ws)
     }
 

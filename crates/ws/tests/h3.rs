@@ -38,12 +38,13 @@ fn start_server() -> TestServer {
     let addr = endpoint.local_addr().unwrap();
     let (sender, outcomes) = mpsc::unbounded_channel();
     let config = Arc::new(ServerConfig::default());
+    let timeout = config.ws.handshake_timeout;
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let config = Arc::clone(&config);
             let sender = sender.clone();
             tokio::spawn(async move {
-                let Ok(mut connection) = H3Connection::accept(incoming, config).await else {
+                let Ok(mut connection) = H3Connection::accept(incoming, timeout).await else {
                     return;
                 };
                 while let Some(request) = connection.next_request().await {
@@ -52,7 +53,9 @@ fn start_server() -> TestServer {
                         continue;
                     }
                     let path = request.request().uri().to_string();
-                    let mut ws = request.accept().await.unwrap();
+                    let Ok(mut ws) = request.accept(&config).await else {
+                        continue;
+                    };
                     let sender = sender.clone();
                     tokio::spawn(async move {
                         let outcome = loop {
