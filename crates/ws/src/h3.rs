@@ -110,6 +110,26 @@ pub fn server_config(
     Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
 }
 
+/// Builds the QUIC server settings like [`server_config`], presenting the certificates
+/// of an existing TLS server configuration, so that a TCP listener and a QUIC listener
+/// of one server show the same certificate. Only the certificate resolver of `tcp` is
+/// used; versions (TLS 1.3 only) and ALPN (`h3`) are set here.
+///
+/// # Errors
+///
+/// [`H3Error::TlsConfig`] if the ring provider lacks the TLS 1.3 suite QUIC starts with.
+pub fn server_config_from_tls(tcp: &rustls::ServerConfig) -> Result<quinn::ServerConfig, H3Error> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| H3Error::TlsConfig(error.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(&tcp.cert_resolver));
+    tls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|error| H3Error::TlsConfig(error.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+}
+
 /// Opens a QUIC server endpoint on UDP `addr`.
 ///
 /// # Errors
