@@ -27,7 +27,7 @@ MAX_FRAME = 16 * 1024 * 1024
 
 
 class FrameError(Exception):
-    """A frame that breaks RFC 6455; the peer answers with close code 1002."""
+    """A frame that breaks RFC 6455. The receiver closes with code 1002."""
 
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:

@@ -46,7 +46,8 @@ impl ClientConnection {
                 }
                 tokio::select! {
                     changed = settings.changed() => {
-                        // The sender lives in `shared`, so this cannot fail while it is held.
+                        // The sender is a field of `shared`, which this future borrows, so
+                        // `changed` cannot return the closed error here.
                         let _ = changed;
                     }
                     error = shared.quic.closed() => return Err(Error::ConnectionLost(error)),

@@ -62,7 +62,7 @@ fn utf8_value(name: &str, value: &[u8]) -> Result<String, ProtocolError> {
         .map_err(|_| malformed(format!("pseudo-header {name} is not UTF-8")))
 }
 
-/// The pseudo-headers of a request, each at most once.
+/// The pseudo-headers of a request. `parse_request` rejects a second one of a kind.
 #[derive(Default)]
 struct RequestPseudo {
     method: Option<String>,

@@ -1,9 +1,9 @@
 //! A small HTTP/3 layer (RFC 9114) on quinn, with QPACK (RFC 9204) limited to the static
 //! table and extended CONNECT (RFC 9220) for tunnels such as WebSockets.
 //!
-//! The layer knows nothing of WebSockets: a server accepts requests as
-//! [`http::Request<()>`] and answers them, a client sends CONNECT requests, and a 2xx
-//! answer turns the request stream into an [`H3Stream`], a byte stream of DATA frames.
+//! The layer has no WebSocket code: a server accepts requests as [`http::Request<()>`]
+//! and sends their responses, a client sends CONNECT requests, and a 2xx response turns
+//! the request stream into an [`H3Stream`], a byte stream of DATA frames.
 //! Server push, the QPACK dynamic table and HTTP datagrams are not implemented.
 
 mod client;

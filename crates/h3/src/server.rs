@@ -1,4 +1,4 @@
-//! The server side: accepting request streams and answering them.
+//! The server side: accepting request streams and sending their responses.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ pub struct ServerConnection {
     requests: mpsc::Receiver<IncomingRequest>,
 }
 
-/// A request whose headers arrived, with the stream to answer on.
+/// A request whose headers arrived, with the stream to send the response on.
 #[derive(Debug)]
 pub struct IncomingRequest {
     /// The request. An extended CONNECT carries [`crate::Protocol`] in its extensions.

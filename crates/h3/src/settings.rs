@@ -27,7 +27,7 @@ pub struct Settings {
 
 impl Settings {
     /// Encodes the payload of a SETTINGS frame. Zero values, the defaults, are sent too
-    /// so that a reader of a packet capture sees them.
+    /// so that they show in a packet capture.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut put = |id: u64, value: u64| {

@@ -38,7 +38,7 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Runs the Python peer on one request and returns its answer.
+/// Runs the Python peer on one request and returns its JSON output.
 fn run_peer(request: &Value) -> Value {
     let mut child = Command::new(python())
         .arg(repo_root().join("tests/python/qpack_peer.py"))

@@ -175,9 +175,10 @@ impl H3Connection {
     /// Returns the next WebSocket request, or `None` once the connection is closed.
     ///
     /// Requests that break the HTTP/3 rules (RFC 9114 section 4.3) were already reset
-    /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route are
-    /// answered here and not returned: 400 for a method other than CONNECT or a missing
-    /// or unknown `:protocol`, 426 with `Sec-WebSocket-Version: 13` for another version.
+    /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route get
+    /// their error response here and are not returned: 400 for a method other than
+    /// CONNECT or a missing or unknown `:protocol`, 426 with `Sec-WebSocket-Version: 13`
+    /// for another version.
     /// Route the rest on [`H3Request::path`].
     pub async fn next_request(&mut self) -> Option<H3Request> {
         // Origins and compression depend on the route, so they are checked in accept.
@@ -247,7 +248,7 @@ async fn respond_with_body(mut stream: RequestStream, response: Response<()>, bo
     }
 }
 
-/// A request on an HTTP/3 connection, not yet answered.
+/// A request on an HTTP/3 connection whose response is not sent yet.
 #[derive(Debug)]
 pub struct H3Request {
     request: Request<()>,

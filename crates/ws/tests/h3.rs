@@ -25,7 +25,7 @@ struct TestServer {
     outcomes: mpsc::UnboundedReceiver<(String, Result<(), String>)>,
 }
 
-/// Starts an HTTP/3 WebSocket server on loopback that echoes `/ws/echo` and answers 404
+/// Starts an HTTP/3 WebSocket server on loopback that echoes `/ws/echo` and responds 404
 /// elsewhere.
 fn start_server() -> TestServer {
     let certificate = tls::self_signed_localhost().unwrap();

@@ -4,7 +4,7 @@
 use super::decode_int;
 use crate::error::{Code, ProtocolError};
 
-/// The most bytes of one unfinished instruction kept between reads. Every instruction
+/// The maximum number of bytes of one unfinished instruction kept between reads. Every instruction
 /// this endpoint accepts is a prefixed integer of at most 10 bytes.
 const MAX_PENDING: usize = 16;
 
