@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use tracing::debug;
 
-use crate::connection::{self, Config, Role, Shared};
+use crate::connection::{self, Config, Liveness, Role, Shared};
 use crate::error::{Code, Error, ProtocolError};
 use crate::frame;
 use crate::headers;
@@ -13,10 +13,12 @@ use crate::settings::Settings;
 use crate::stream::H3Stream;
 
 /// The client side of an HTTP/3 connection. Clones share the connection, so many
-/// requests, such as many WebSockets, can run on it at once.
+/// requests, such as many WebSockets, can run on it at once. The QUIC connection closes
+/// when the last clone and the last tunnel opened on it are dropped.
 #[derive(Clone)]
 pub struct ClientConnection {
     shared: Arc<Shared>,
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for ClientConnection {
@@ -63,7 +65,8 @@ impl ClientConnection {
                 return Err(Error::SettingsTimeout(timeout));
             }
         }
-        Ok(Self { shared })
+        let liveness = Liveness::new(&shared.quic);
+        Ok(Self { shared, liveness })
     }
 
     /// Returns the server's SETTINGS.
@@ -146,7 +149,12 @@ impl ClientConnection {
         debug!(stream = %send.id(), status = %response.status(), "received HTTP/3 response");
         Ok((
             response,
-            H3Stream::new(send, recv, Arc::clone(&self.shared)),
+            H3Stream::new(
+                send,
+                recv,
+                Arc::clone(&self.shared),
+                Arc::clone(&self.liveness),
+            ),
         ))
     }
 }

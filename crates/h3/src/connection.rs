@@ -120,6 +120,27 @@ impl Shared {
     }
 }
 
+/// A token held by every handle an application has (connections, request streams and
+/// tunnels). Dropping the last one closes the QUIC connection with H3_NO_ERROR, because
+/// the background tasks keep their own `quinn::Connection` and would otherwise hold the
+/// connection open until the idle timeout.
+pub(crate) struct Liveness {
+    quic: quinn::Connection,
+}
+
+impl Liveness {
+    pub(crate) fn new(quic: &quinn::Connection) -> Arc<Self> {
+        Arc::new(Self { quic: quic.clone() })
+    }
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        debug!(remote = %self.quic.remote_address(), "closing HTTP/3 connection: no handle left");
+        self.quic.close(Code::H3_NO_ERROR.into(), b"");
+    }
+}
+
 /// Opens the local control stream with SETTINGS and the two QPACK streams, and starts the
 /// task that reads the peer's unidirectional streams.
 pub(crate) async fn start(

@@ -1,14 +1,14 @@
 //! The server side: accepting request streams and sending their responses.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use http::{Request, Response};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::connection::{self, Config, Role, Shared};
+use crate::connection::{self, Config, Liveness, Role, Shared};
 use crate::error::{Code, Error, ProtocolError};
 use crate::frame;
 use crate::headers;
@@ -22,6 +22,7 @@ use crate::stream::H3Stream;
 pub struct ServerConnection {
     shared: Arc<Shared>,
     requests: mpsc::Receiver<IncomingRequest>,
+    _liveness: Arc<Liveness>,
 }
 
 /// A request whose headers arrived, with the stream to send the response on.
@@ -38,6 +39,7 @@ pub struct RequestStream {
     send: SendStream,
     recv: RecvStream,
     shared: Arc<Shared>,
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for RequestStream {
@@ -60,8 +62,17 @@ impl ServerConnection {
         let queue = config.max_queued_requests.max(1);
         let shared = connection::start(quic, Role::Server, config).await?;
         let (sender, requests) = mpsc::channel(queue);
-        tokio::spawn(accept_requests(Arc::clone(&shared), sender));
-        Ok(Self { shared, requests })
+        let liveness = Liveness::new(&shared.quic);
+        tokio::spawn(accept_requests(
+            Arc::clone(&shared),
+            Arc::downgrade(&liveness),
+            sender,
+        ));
+        Ok(Self {
+            shared,
+            requests,
+            _liveness: liveness,
+        })
     }
 
     /// Returns the next request, or `None` once the connection is closed.
@@ -88,7 +99,11 @@ impl ServerConnection {
     }
 }
 
-async fn accept_requests(shared: Arc<Shared>, sender: mpsc::Sender<IncomingRequest>) {
+async fn accept_requests(
+    shared: Arc<Shared>,
+    liveness: Weak<Liveness>,
+    sender: mpsc::Sender<IncomingRequest>,
+) {
     loop {
         let (mut send, mut recv) = match shared.quic.accept_bi().await {
             Ok(streams) => streams,
@@ -106,6 +121,7 @@ async fn accept_requests(shared: Arc<Shared>, sender: mpsc::Sender<IncomingReque
         shared.next_request_id.fetch_max(id + 4, Ordering::SeqCst);
         tokio::spawn(read_request(
             Arc::clone(&shared),
+            liveness.clone(),
             send,
             recv,
             sender.clone(),
@@ -116,6 +132,7 @@ async fn accept_requests(shared: Arc<Shared>, sender: mpsc::Sender<IncomingReque
 /// Reads frames up to the request's HEADERS and queues the request.
 async fn read_request(
     shared: Arc<Shared>,
+    liveness: Weak<Liveness>,
     mut send: SendStream,
     mut recv: RecvStream,
     sender: mpsc::Sender<IncomingRequest>,
@@ -131,10 +148,15 @@ async fn read_request(
     };
     match result {
         Ok(request) => {
+            // Every application handle is gone, so the connection is closing anyway.
+            let Some(liveness) = liveness.upgrade() else {
+                return;
+            };
             let stream = RequestStream {
                 send,
                 recv,
                 shared: Arc::clone(&shared),
+                liveness,
             };
             // The receiver is gone only when the application dropped the connection.
             let _ = sender.send(IncomingRequest { request, stream }).await;
@@ -233,7 +255,7 @@ impl RequestStream {
 
     /// Turns the stream into a tunnel of DATA frames, after a 2xx response to CONNECT.
     pub fn into_tunnel(self) -> H3Stream {
-        H3Stream::new(self.send, self.recv, self.shared)
+        H3Stream::new(self.send, self.recv, self.shared, self.liveness)
     }
 
     /// Resets the stream in both directions with `code`.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connection::Shared;
+use crate::connection::{Liveness, Shared};
 use crate::error::{Code, ProtocolError};
 use crate::{frame, varint};
 
@@ -28,6 +28,7 @@ pub struct H3Stream {
     send: SendStream,
     recv: RecvStream,
     shared: Arc<Shared>,
+    _liveness: Arc<Liveness>,
     /// Bytes of the frame header being read.
     read_header: [u8; MAX_HEADER],
     read_header_len: usize,
@@ -45,11 +46,17 @@ pub struct H3Stream {
 }
 
 impl H3Stream {
-    pub(crate) fn new(send: SendStream, recv: RecvStream, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        send: SendStream,
+        recv: RecvStream,
+        shared: Arc<Shared>,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         Self {
             send,
             recv,
             shared,
+            _liveness: liveness,
             read_header: [0; MAX_HEADER],
             read_header_len: 0,
             data_left: 0,

@@ -549,6 +549,11 @@ async fn connection_faults_close_with_right_code() {
         for bytes in &streams {
             kept.push(raw.open_control(bytes).await);
         }
+        if case == "control stream ends inside a varint" {
+            for stream in &mut kept {
+                stream.finish().unwrap();
+            }
+        }
         assert_eq!(raw.closed_with().await, code.0, "{case}");
     }
 }
@@ -714,4 +719,99 @@ async fn vectored_write_is_one_data_frame() {
         &bytes[2 + headers_len..],
         [0x00, 0x04, b'a', b'b', b'c', b'd']
     );
+}
+
+#[tokio::test]
+async fn tunnel_reads_frames_split_into_bytes() {
+    let setup = start_echo();
+    let raw = RawClient::connect(&setup).await;
+    let _control = raw.valid_control().await;
+    let (mut send, mut recv) = raw.request(&headers_frame(&ECHO_REQUEST)).await;
+    // A reserved frame type, then two DATA frames, sent one byte per write with a pause,
+    // so each byte arrives in a packet of its own.
+    let mut bytes = vec![0x21, 0x01, 0xff];
+    pylon_h3::frame::encode(pylon_h3::frame::DATA, b"split", &mut bytes);
+    pylon_h3::frame::encode(pylon_h3::frame::DATA, &[7u8; 300], &mut bytes);
+    for byte in &bytes {
+        send.write_all(std::slice::from_ref(byte)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    send.finish().unwrap();
+    let received = tokio::time::timeout(TIMEOUT, recv.read_to_end(4096))
+        .await
+        .unwrap()
+        .unwrap();
+    // Skip the response HEADERS; the echo of 305 payload bytes follows in DATA frames.
+    let headers_len = usize::from(received[1]);
+    let mut payload = Vec::new();
+    let mut rest = &received[2 + headers_len..];
+    while !rest.is_empty() {
+        let (frame_type, used) = pylon_h3::varint::decode(rest).unwrap();
+        assert_eq!(frame_type, pylon_h3::frame::DATA);
+        let (len, len_used) = pylon_h3::varint::decode(&rest[used..]).unwrap();
+        let start = used + len_used;
+        payload.extend_from_slice(&rest[start..start + len as usize]);
+        rest = &rest[start + len as usize..];
+    }
+    let mut expected = b"split".to_vec();
+    expected.extend_from_slice(&[7u8; 300]);
+    assert_eq!(payload, expected);
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_connection() {
+    let certificate = certificate();
+    let server = server_endpoint(&certificate);
+    let addr = server.local_addr().unwrap();
+    let (closed_sender, closed_receiver) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let quic = server.accept().await.unwrap().await.unwrap();
+        let mut h3 = ServerConnection::new(quic.clone(), Config::default())
+            .await
+            .unwrap();
+        let incoming = h3.accept().await.unwrap();
+        let mut stream = incoming.stream;
+        stream.send_response(&Response::new(())).await.unwrap();
+        let mut tunnel = stream.into_tunnel();
+        let mut buf = [0u8; 4];
+        tunnel.read_exact(&mut buf).await.unwrap();
+        tunnel.write_all(&buf).await.unwrap();
+        // The server keeps its handles; the client's close must end the connection.
+        let reason = quic.closed().await;
+        let _ = closed_sender.send(reason);
+        drop(tunnel);
+    });
+    let client_endpoint = client_endpoint(&certificate);
+    let quic = client_endpoint
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let client = ClientConnection::new(quic, Config::default())
+        .await
+        .unwrap();
+    let (_, mut tunnel) = client
+        .connect(&connect_request("/a"), Some("echo"))
+        .await
+        .unwrap();
+    // The tunnel keeps the connection open after the connection handle is gone.
+    drop(client);
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(TIMEOUT, tunnel.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    drop(tunnel);
+    let reason = tokio::time::timeout(TIMEOUT, closed_receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), Code::H3_NO_ERROR.0);
+        }
+        other => panic!("connection closed with {other}"),
+    }
 }
