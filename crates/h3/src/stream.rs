@@ -275,8 +275,20 @@ impl AsyncWrite for H3Stream {
         Pin::new(&mut self.get_mut().send).poll_flush(cx)
     }
 
+    /// Finishes the sending side. Fails while a DATA frame is only partly written,
+    /// because the peer would read the truncated frame as H3_FRAME_ERROR.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().send).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.write_left > 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot finish the stream: {} bytes of the current DATA frame are unwritten",
+                    this.write_left
+                ),
+            )));
+        }
+        Pin::new(&mut this.send).poll_shutdown(cx)
     }
 }
 
