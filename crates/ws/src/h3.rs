@@ -80,6 +80,27 @@ pub enum H3Error {
     HandshakeTimeout(Duration),
 }
 
+/// QUIC keep-alive interval of both sides. A WebSocket that sends nothing, with pings
+/// off or less frequent than the idle timeout, still keeps its connection open, as a TCP
+/// connection would.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// QUIC idle timeout of both sides: a peer that sends nothing, not even the
+/// acknowledgments of keep-alives, for this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Returns the QUIC transport settings of Pylon's HTTP/3 endpoints: quinn 0.11 defaults
+/// (100 concurrent streams each way) with [`KEEP_ALIVE_INTERVAL`] and [`IDLE_TIMEOUT`].
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    // 60 s fits a QUIC varint of milliseconds, so the conversion cannot fail.
+    if let Ok(timeout) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        transport.max_idle_timeout(Some(timeout));
+    }
+    transport
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -107,7 +128,9 @@ pub fn server_config(
     tls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|error| H3Error::TlsConfig(error.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
 }
 
 /// Builds the QUIC server settings like [`server_config`], presenting the certificates
@@ -127,7 +150,9 @@ pub fn server_config_from_tls(tcp: &rustls::ServerConfig) -> Result<quinn::Serve
     tls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|error| H3Error::TlsConfig(error.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
 }
 
 /// Opens a QUIC server endpoint on UDP `addr`.
@@ -464,7 +489,7 @@ impl H3Client {
             })?;
         let endpoint = self.endpoint(addr).await?;
         let mut config = quinn::ClientConfig::new(self.inner.tls.clone());
-        let mut transport = quinn::TransportConfig::default();
+        let mut transport = transport_config();
         // A server must not open bidirectional streams (RFC 9114 section 6.1).
         transport.max_concurrent_bidi_streams(0u32.into());
         config.transport_config(Arc::new(transport));
