@@ -239,7 +239,7 @@ impl H3Connection {
     }
 
     /// Starts a graceful shutdown with GOAWAY: open WebSockets go on, new requests are
-    /// refused.
+    /// rejected.
     ///
     /// # Errors
     ///
