@@ -461,6 +461,9 @@ impl H3Client {
     /// or the last one is closed or received GOAWAY.
     async fn connection(&self, target: &Target) -> Result<ClientConnection, H3Error> {
         let key = (target.host.clone(), target.port);
+        // NOTE: the pool stays locked during a QUIC handshake, so that concurrent
+        // requests to one server share one new connection. Requests to other servers
+        // wait for that handshake too.
         let mut connections = self.inner.connections.lock().await;
         if let Some(connection) = connections.get(&key) {
             if connection.is_usable() {
