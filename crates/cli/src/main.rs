@@ -112,6 +112,11 @@ pub(crate) struct ServeArgs {
         conflicts_with_all = ["tls_cert", "tls_key"]
     )]
     pub(crate) tls_self_signed: bool,
+
+    /// Do not serve HTTP/3. Without this flag, a node with TLS also listens for QUIC on
+    /// the UDP port of --listen and serves /ws/echo and /ws/chat over HTTP/3.
+    #[arg(long, env = "PYLON_NO_HTTP3")]
+    pub(crate) no_http3: bool,
 }
 
 impl ServeArgs {

@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: IntCounter,
     /// HTTP requests, by route and status code.
     pub(crate) http_requests: IntCounterVec,
+    /// WebSocket connections accepted since start, by endpoint and transport. Only
+    /// HTTP/3 (`h3`) is counted here; `connections_total` counts every transport.
+    pub(crate) transport_connections: IntCounterVec,
 }
 
 impl Metrics {
@@ -97,6 +100,14 @@ impl Metrics {
                 &["route", "status"],
             )
             .expect("valid metric"),
+            transport_connections: IntCounterVec::new(
+                Opts::new(
+                    "pylon_ws_transport_connections_total",
+                    "WebSocket connections accepted since start, by transport.",
+                ),
+                &["endpoint", "transport"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -104,6 +115,9 @@ impl Metrics {
         // instead of no data before the first connection.
         for endpoint in ENDPOINTS {
             metrics.connections_open.with_label_values(&[endpoint]);
+            metrics
+                .transport_connections
+                .with_label_values(&[endpoint, "h3"]);
             for family in [
                 &metrics.connections_total,
                 &metrics.messages_received,
@@ -118,7 +132,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(self.connections_open.clone()),
             Box::new(self.connections_total.clone()),
             Box::new(self.messages_received.clone()),
@@ -128,6 +142,7 @@ impl Metrics {
             Box::new(self.handshake_failures.clone()),
             Box::new(self.slow_consumer_closes.clone()),
             Box::new(self.http_requests.clone()),
+            Box::new(self.transport_connections.clone()),
         ];
         for collector in collectors {
             self.registry

@@ -1,10 +1,12 @@
 //! `pylon serve`: one node serving the web pages, the WebSocket endpoints, health checks and
 //! metrics on one HTTP/1.1 listener.
 
+mod h3;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,6 +47,8 @@ struct Node {
     sockets: Mutex<HashMap<u64, Sender>>,
     /// Woken whenever a WebSocket leaves `sockets`.
     socket_closed: Notify,
+    /// `Alt-Svc` header of HTTP responses, set when HTTP/3 listens.
+    alt_svc: OnceLock<header::HeaderValue>,
 }
 
 /// Runs a node until SIGTERM or Ctrl-C, then drains it.
@@ -79,6 +83,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         next_conn_id: AtomicU64::new(1),
         sockets: Mutex::new(HashMap::new()),
         socket_closed: Notify::new(),
+        alt_svc: OnceLock::new(),
     });
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
@@ -91,6 +96,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(address = %local, scheme, data_dir = %data_dir.display(), "pylon node listening");
     info!("open {scheme}://{local}/chat in a browser for the chat");
+    let http3 = h3::start(&node, local, tls.as_ref(), args.no_http3)?;
 
     tokio::select! {
         () = accept_loop(&node, listener, tls) => {}
@@ -98,7 +104,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             info!(signal, "shutting down: no new connections");
         }
     }
+    if let Some(http3) = &http3 {
+        http3.shutdown();
+    }
     drain(&node, drain_timeout).await;
+    if let Some(http3) = http3 {
+        http3.close().await;
+    }
     info!("pylon node stopped");
     Ok(())
 }
@@ -323,7 +335,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// runs TLS, which decides the stream type that a WebSocket upgrade recovers.
 async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let (route, response) = match path.as_str() {
+    let (route, mut response) = match path.as_str() {
         "/ws/echo" => ("/ws/echo", upgrade(&node, &mut req, Endpoint::Echo, tls)),
         "/ws/chat" => ("/ws/chat", upgrade(&node, &mut req, Endpoint::Chat, tls)),
         "/healthz" => (
@@ -351,6 +363,11 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Respon
         .http_requests
         .with_label_values(&[route, response.status().as_str()])
         .inc();
+    if let Some(alt_svc) = node.alt_svc.get() {
+        response
+            .headers_mut()
+            .insert(header::ALT_SVC, alt_svc.clone());
+    }
     response
 }
 

@@ -36,6 +36,7 @@
 pub mod client;
 mod config;
 mod error;
+pub mod h3;
 mod outbound;
 pub mod server;
 mod socket;
