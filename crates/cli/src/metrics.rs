@@ -5,13 +5,17 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry
 /// WebSocket endpoints of a node, as they appear in the `endpoint` label.
 pub(crate) const ENDPOINTS: [&str; 2] = ["chat", "echo"];
 
+/// Transports of WebSocket connections, as they appear in the `transport` label: HTTP/1.1
+/// upgrades and HTTP/2 extended CONNECT streams, each over plain TCP or TLS.
+pub(crate) const TRANSPORTS: [&str; 4] = ["h1", "h1_tls", "h2", "h2_tls"];
+
 /// Counters and gauges of one node. Cloning shares the same series.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
-    /// Open WebSocket connections, by endpoint (`chat`, `echo`).
+    /// Open WebSocket connections, by endpoint (`chat`, `echo`) and transport.
     pub(crate) connections_open: IntGaugeVec,
-    /// WebSocket connections accepted since start, by endpoint.
+    /// WebSocket connections accepted since start, by endpoint and transport.
     pub(crate) connections_total: IntCounterVec,
     /// Data messages received from clients, by endpoint.
     pub(crate) messages_received: IntCounterVec,
@@ -33,10 +37,11 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let endpoint = &["endpoint"];
+        let endpoint_transport = &["endpoint", "transport"];
         let metrics = Self {
             connections_open: IntGaugeVec::new(
                 Opts::new("pylon_ws_connections_open", "Open WebSocket connections."),
-                endpoint,
+                endpoint_transport,
             )
             .expect("valid metric"),
             connections_total: IntCounterVec::new(
@@ -44,7 +49,7 @@ impl Metrics {
                     "pylon_ws_connections_total",
                     "WebSocket connections accepted since start.",
                 ),
-                endpoint,
+                endpoint_transport,
             )
             .expect("valid metric"),
             messages_received: IntCounterVec::new(
@@ -103,9 +108,15 @@ impl Metrics {
         // Series of known endpoints exist from the start, so a dashboard or an alert sees 0
         // instead of no data before the first connection.
         for endpoint in ENDPOINTS {
-            metrics.connections_open.with_label_values(&[endpoint]);
+            for transport in TRANSPORTS {
+                metrics
+                    .connections_open
+                    .with_label_values(&[endpoint, transport]);
+                metrics
+                    .connections_total
+                    .with_label_values(&[endpoint, transport]);
+            }
             for family in [
-                &metrics.connections_total,
                 &metrics.messages_received,
                 &metrics.messages_sent,
                 &metrics.bytes_received,
@@ -170,8 +181,12 @@ mod tests {
     fn render_lists_endpoints_before_any_traffic() {
         let text = Metrics::new().render();
         for endpoint in ENDPOINTS {
-            let line = format!("pylon_ws_connections_open{{endpoint=\"{endpoint}\"}} 0");
-            assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+            for transport in TRANSPORTS {
+                let line = format!(
+                    "pylon_ws_connections_open{{endpoint=\"{endpoint}\",transport=\"{transport}\"}} 0"
+                );
+                assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+            }
         }
     }
 
