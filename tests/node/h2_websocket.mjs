@@ -6,7 +6,7 @@
 //
 // The server listens on 127.0.0.1 with an OS-chosen port, prints `READY <port>` on stdout
 // and exits 0 on SIGTERM or SIGINT. It sends SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 unless
-// --no-connect-protocol is given, answers each extended CONNECT with `:protocol websocket`
+// --no-connect-protocol is given, responds to each extended CONNECT with `:protocol websocket`
 // and `sec-websocket-version: 13` with 200, and echoes every text and binary message.
 // It serves TLS with ALPN h2 when given a certificate, and HTTP/2 with prior knowledge
 // otherwise.

@@ -375,3 +375,38 @@ fn pylon_client_against_hypercorn_h2_tls() {
     config.tls.add_ca_pem_file(&cert).unwrap();
     runtime().block_on(pylon_client_against_hypercorn(&url, config, &server));
 }
+
+/// Headless Chromium (Debian's package, 156 when this was written) loads a page over
+/// HTTPS and opens a wss:// WebSocket from it. Chromium reuses the page's HTTP/2
+/// connection for the WebSocket, because `pylon serve` enables extended CONNECT, and the
+/// transport label of the metrics shows it.
+#[test]
+fn chromium_carries_wss_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--tls-self-signed"]);
+    let origin = format!("https://localhost:{}", server.addr.port());
+    let (status, output) = run_with_timeout(
+        Command::new("node")
+            .arg(repo_root().join("tests/browser/wss_h2.mjs"))
+            .arg(&origin)
+            .current_dir(repo_root()),
+        Duration::from_secs(90),
+    );
+    assert!(status.success(), "wss_h2.mjs failed:\n{output}");
+    assert!(
+        output.contains("wss_h2: all checks passed"),
+        "wss_h2.mjs exited 0 without its closing line:\n{output}"
+    );
+    assert!(
+        output.contains("page protocol: h2"),
+        "Chromium did not load the page over HTTP/2:\n{output}"
+    );
+    assert!(
+        output.contains("pylon_ws_connections_open{endpoint=\"echo\",transport=\"h2_tls\"} 1"),
+        "Chromium's WebSocket is not counted as HTTP/2 over TLS:\n{output}"
+    );
+    assert!(
+        output.contains("extensions: permessage-deflate"),
+        "Chromium and pylon serve did not agree to permessage-deflate:\n{output}"
+    );
+}
