@@ -116,8 +116,8 @@ pub struct Http2Config {
     /// Bytes that each stream may queue for sending before writes to it wait. Default:
     /// 256 KiB.
     pub max_send_buf_size: usize,
-    /// Interval of HTTP/2 PING frames that check that an idle connection is alive, or
-    /// `None` for no pings. Default: 30 seconds.
+    /// Interval of the HTTP/2 PING frames that a server sends to check that a connection
+    /// is alive, or `None` for no pings. The client sends none. Default: 30 seconds.
     pub keep_alive_interval: Option<Duration>,
     /// Time to wait for the acknowledgement of such a PING before the connection and every
     /// WebSocket on it are closed. Default: 15 seconds.
