@@ -7,7 +7,7 @@
 //! Every section runs twice, as the tests `SECTION::h1` and `SECTION::h2`: over an
 //! HTTP/1.1 upgrade on TCP, where the script writes the `101` head itself, and over an
 //! HTTP/2 extended CONNECT stream with prior knowledge (RFC 8441), where hyper's HTTP/2
-//! server answers the CONNECT with `200` and hands the stream to the script. Over HTTP/2,
+//! server responds to the CONNECT with `200` and hands the stream to the script. Over HTTP/2,
 //! ending the stream takes the place of closing TCP.
 
 mod conformance;
@@ -324,8 +324,8 @@ async fn drive<S>(
     }
 }
 
-/// Accepts one connection, serves HTTP/2 on it with extended CONNECT enabled, and answers
-/// the first request with `200` and `extensions`. Returns the request head and the
+/// Accepts one connection, serves HTTP/2 on it with extended CONNECT enabled, and responds
+/// to the first request with `200` and `extensions`. Returns the request head and the
 /// pending stream.
 async fn accept_http2_request(
     listener: &TcpListener,
