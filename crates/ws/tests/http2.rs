@@ -503,3 +503,55 @@ async fn many_websockets_run_concurrently() {
     within("32 WebSockets", join_all(tasks)).await;
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn pool_redials_closed_connection() {
+    // A server that drops each connection 300 ms after accepting it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        for _ in 0..MAX_CONNECTIONS {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let config = ServerConfig::default();
+                let ws_config = config.ws.clone();
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    let config = config.clone();
+                    async move {
+                        match server::upgrade(&mut req, &config) {
+                            Ok((response, pending)) => {
+                                tokio::spawn(async move {
+                                    if let Ok(ws) = pending.finish::<ServerStream>().await {
+                                        echo(ws).await;
+                                    }
+                                });
+                                Ok::<_, Infallible>(response)
+                            }
+                            Err(err) => Ok(server::reject(&err)),
+                        }
+                    }
+                });
+                let serve = server::serve_connection(stream, service, &ws_config);
+                let _ = tokio::time::timeout(Duration::from_millis(300), serve).await;
+            });
+        }
+    });
+
+    let client = Client::new(http2_config());
+    let url = format!("ws://{addr}/ws/echo");
+    let (mut first, _) = within("connect", client.connect(&url)).await.unwrap();
+    assert_echoes(&mut first, "first connection").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let (mut second, _) = within("connect after the server closed", client.connect(&url))
+        .await
+        .unwrap();
+    assert_echoes(&mut second, "second connection").await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(client.http2_connections(), 1);
+}
