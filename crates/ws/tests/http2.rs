@@ -555,3 +555,99 @@ async fn pool_redials_closed_connection() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     assert_eq!(client.http2_connections(), 1);
 }
+
+/// Encodes a header field as an HPACK literal without indexing, with a new name and no
+/// Huffman coding (RFC 7541 section 6.2.2). Names and values here are shorter than 127
+/// bytes, so each length fits the 7-bit prefix.
+fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut field = vec![0x00, name.len() as u8];
+    field.extend_from_slice(name.as_bytes());
+    field.push(value.len() as u8);
+    field.extend_from_slice(value.as_bytes());
+    field
+}
+
+/// Encodes an HTTP/2 frame header and payload (RFC 9113 section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.push(kind);
+    frame.push(flags);
+    frame.extend_from_slice(&stream_id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn connect_without_path_resets_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+
+    let server = spawn_echo(None).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let authority = server.addr.to_string();
+    // An extended CONNECT with every pseudo-header but :path, which the h2 client crate
+    // cannot send, so the frames are written by hand.
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":authority", authority.as_str()),
+        ("sec-websocket-version", "13"),
+    ] {
+        block.extend(hpack_literal(name, value));
+    }
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    bytes.extend(h2_frame(HEADERS, END_HEADERS, 1, &block));
+    bytes.extend(h2_frame(PING, 0, 0, b"pingpong"));
+    tcp.write_all(&bytes).await.unwrap();
+
+    let mut reset = None;
+    let mut ping_acked = false;
+    // The server sends SETTINGS, its ACK of ours, a WINDOW_UPDATE, the reset and the PING
+    // ACK, so 32 frames are plenty.
+    for _ in 0..32 {
+        if reset.is_some() && ping_acked {
+            break;
+        }
+        let mut head = [0u8; 9];
+        within("frame header", tcp.read_exact(&mut head))
+            .await
+            .unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream_id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        within("frame payload", tcp.read_exact(&mut payload))
+            .await
+            .unwrap();
+        assert_ne!(
+            kind, GOAWAY,
+            "the server closed the connection: {payload:02x?}"
+        );
+        assert_ne!(
+            kind, HEADERS,
+            "the server answered the request without :path"
+        );
+        if kind == RST_STREAM {
+            assert_eq!(stream_id, 1);
+            reset = Some(u32::from_be_bytes([
+                payload[0], payload[1], payload[2], payload[3],
+            ]));
+        }
+        if kind == PING && flags & ACK != 0 {
+            ping_acked = true;
+        }
+    }
+    // PROTOCOL_ERROR (RFC 9113 section 7), and the connection still answers a PING.
+    assert_eq!(reset, Some(0x1));
+    assert!(ping_acked);
+}
