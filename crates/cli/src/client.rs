@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use http::{HeaderName, HeaderValue};
-use pylon_ws::client::{ClientConfig, connect_any};
+use pylon_ws::client::{ClientConfig, HttpVersion, connect_any};
 use pylon_ws::{CloseCode, Message, WebSocket};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -20,6 +20,12 @@ const BINARY_PREVIEW: usize = 256;
 pub(crate) struct ClientArgs {
     /// WebSocket URL to connect to: ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH.
     url: String,
+
+    /// HTTP version that carries the WebSocket: 1.1 (Upgrade), 2 (extended CONNECT, with
+    /// ALPN h2 for wss:// and prior knowledge for ws://) or 3 (extended CONNECT over QUIC,
+    /// wss:// only).
+    #[arg(long = "http", value_enum, default_value = "1.1")]
+    http: Http,
 
     /// Subprotocol to offer, in preference order; repeat for several.
     #[arg(short = 'p', long = "protocol")]
@@ -67,6 +73,17 @@ pub(crate) struct ClientArgs {
     ping_interval: f64,
 }
 
+/// Value of `--http`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Http {
+    #[value(name = "1.1")]
+    Http1,
+    #[value(name = "2")]
+    Http2,
+    #[value(name = "3")]
+    Http3,
+}
+
 /// Connects, exchanges messages until stdin ends or the server closes, and returns an
 /// error if the connection ended abnormally.
 pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
@@ -74,7 +91,15 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let (ws, _response) = connect_any(&args.url, config)
         .await
         .with_context(|| format!("failed to connect to {}", args.url))?;
-    let mut status = format!("connected to {}", args.url);
+    let mut status = format!(
+        "connected to {} over HTTP/{}",
+        args.url,
+        match args.http {
+            Http::Http1 => "1.1",
+            Http::Http2 => "2",
+            Http::Http3 => "3",
+        }
+    );
     if let Some(protocol) = ws.protocol() {
         let _ = write!(status, ", subprotocol {protocol}");
     }
@@ -86,7 +111,15 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
 }
 
 fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {
-    let mut config = ClientConfig::default();
+    let http_version = match args.http {
+        Http::Http1 => HttpVersion::Http1,
+        Http::Http2 => HttpVersion::Http2,
+        Http::Http3 => HttpVersion::Http3,
+    };
+    let mut config = ClientConfig {
+        http_version,
+        ..ClientConfig::default()
+    };
     config.protocols.clone_from(&args.protocols);
     if args.no_compression {
         config.compression = None;

@@ -5,13 +5,18 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry
 /// WebSocket endpoints of a node, as they appear in the `endpoint` label.
 pub(crate) const ENDPOINTS: [&str; 2] = ["chat", "echo"];
 
+/// Transports of WebSocket connections, as they appear in the `transport` label: HTTP/1.1
+/// upgrades and HTTP/2 extended CONNECT streams, each over plain TCP or TLS, and HTTP/3
+/// extended CONNECT streams over QUIC.
+pub(crate) const TRANSPORTS: [&str; 5] = ["h1", "h1_tls", "h2", "h2_tls", "h3"];
+
 /// Counters and gauges of one node. Cloning shares the same series.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
-    /// Open WebSocket connections, by endpoint (`chat`, `echo`).
+    /// Open WebSocket connections, by endpoint (`chat`, `echo`) and transport.
     pub(crate) connections_open: IntGaugeVec,
-    /// WebSocket connections accepted since start, by endpoint.
+    /// WebSocket connections accepted since start, by endpoint and transport.
     pub(crate) connections_total: IntCounterVec,
     /// Data messages received from clients, by endpoint.
     pub(crate) messages_received: IntCounterVec,
@@ -27,19 +32,17 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: IntCounter,
     /// HTTP requests, by route and status code.
     pub(crate) http_requests: IntCounterVec,
-    /// WebSocket connections accepted since start, by endpoint and transport. Only
-    /// HTTP/3 (`h3`) is counted here; `connections_total` counts every transport.
-    pub(crate) transport_connections: IntCounterVec,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let endpoint = &["endpoint"];
+        let endpoint_transport = &["endpoint", "transport"];
         let metrics = Self {
             connections_open: IntGaugeVec::new(
                 Opts::new("pylon_ws_connections_open", "Open WebSocket connections."),
-                endpoint,
+                endpoint_transport,
             )
             .expect("valid metric"),
             connections_total: IntCounterVec::new(
@@ -47,7 +50,7 @@ impl Metrics {
                     "pylon_ws_connections_total",
                     "WebSocket connections accepted since start.",
                 ),
-                endpoint,
+                endpoint_transport,
             )
             .expect("valid metric"),
             messages_received: IntCounterVec::new(
@@ -100,26 +103,21 @@ impl Metrics {
                 &["route", "status"],
             )
             .expect("valid metric"),
-            transport_connections: IntCounterVec::new(
-                Opts::new(
-                    "pylon_ws_transport_connections_total",
-                    "WebSocket connections accepted since start, by transport.",
-                ),
-                &["endpoint", "transport"],
-            )
-            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
         // Series of known endpoints exist from the start, so a dashboard or an alert sees 0
         // instead of no data before the first connection.
         for endpoint in ENDPOINTS {
-            metrics.connections_open.with_label_values(&[endpoint]);
-            metrics
-                .transport_connections
-                .with_label_values(&[endpoint, "h3"]);
+            for transport in TRANSPORTS {
+                metrics
+                    .connections_open
+                    .with_label_values(&[endpoint, transport]);
+                metrics
+                    .connections_total
+                    .with_label_values(&[endpoint, transport]);
+            }
             for family in [
-                &metrics.connections_total,
                 &metrics.messages_received,
                 &metrics.messages_sent,
                 &metrics.bytes_received,
@@ -132,7 +130,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(self.connections_open.clone()),
             Box::new(self.connections_total.clone()),
             Box::new(self.messages_received.clone()),
@@ -142,7 +140,6 @@ impl Metrics {
             Box::new(self.handshake_failures.clone()),
             Box::new(self.slow_consumer_closes.clone()),
             Box::new(self.http_requests.clone()),
-            Box::new(self.transport_connections.clone()),
         ];
         for collector in collectors {
             self.registry
@@ -185,8 +182,12 @@ mod tests {
     fn render_lists_endpoints_before_any_traffic() {
         let text = Metrics::new().render();
         for endpoint in ENDPOINTS {
-            let line = format!("pylon_ws_connections_open{{endpoint=\"{endpoint}\"}} 0");
-            assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+            for transport in TRANSPORTS {
+                let line = format!(
+                    "pylon_ws_connections_open{{endpoint=\"{endpoint}\",transport=\"{transport}\"}} 0"
+                );
+                assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! `pylon serve`: one node serving the web pages, the WebSocket endpoints, health checks and
-//! metrics on one HTTP/1.1 listener.
+//! metrics on one listener, over HTTP/1.1 and HTTP/2 (ALPN `h2` with TLS, prior knowledge
+//! without).
 
 mod h3;
 
@@ -18,7 +19,7 @@ use hyper::service::service_fn;
 use pylon_chat::{ChatConfig, ChatService, MemoryBroker, Outbound, OutboundError, SqliteStore};
 use pylon_proto::DeflateConfig;
 use pylon_proto::handshake::OriginPolicy;
-use pylon_ws::server::{ServerConfig, TlsStream};
+use pylon_ws::server::{Http2Stream, ServerConfig, TlsStream, Transport};
 use pylon_ws::tls::{ReloadableCert, TlsAcceptor};
 use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -261,9 +262,7 @@ async fn serve_tcp(node: Arc<Node>, stream: TcpStream, tls: Option<TlsAcceptor>)
         Some(acceptor) => {
             pylon_ws::server::serve_tls_connection(stream, &acceptor, service, &config).await
         }
-        None => pylon_ws::server::serve_connection(stream, service, &config)
-            .await
-            .map_err(pylon_ws::Error::Http),
+        None => pylon_ws::server::serve_connection(stream, service, &config).await,
     };
     if let Err(error) = result {
         debug!(%error, "HTTP connection ended with an error");
@@ -453,15 +452,31 @@ fn upgrade(
     match pylon_ws::server::upgrade(req, config) {
         Ok((resp, pending)) => {
             let conn_id = node.next_conn_id.fetch_add(1, Ordering::Relaxed);
-            // Each open span uses a few hundred bytes of subscriber memory, so a WebSocket
-            // has one only while debug logs are on. It is a child of the HTTP connection's
-            // span, which otherwise closes at the upgrade.
-            let span = debug_span!("ws", conn_id, endpoint = endpoint.label());
             let node = Arc::clone(node);
-            if tls {
-                spawn_socket(span, node, conn_id, endpoint, pending.finish::<TlsStream>());
-            } else {
-                spawn_socket(span, node, conn_id, endpoint, pending.finish::<TcpStream>());
+            let is_http2 = pending.transport() != Transport::Http1;
+            // Each transport is a type parameter rather than a field, so the task of a
+            // WebSocket keeps no room for its metrics label.
+            match (is_http2, tls) {
+                (false, false) => {
+                    let span = socket_span::<H1>(conn_id, endpoint);
+                    let upgraded = pending.finish::<TcpStream>();
+                    spawn_socket::<_, H1>(span, node, conn_id, endpoint, upgraded);
+                }
+                (false, true) => {
+                    let span = socket_span::<H1Tls>(conn_id, endpoint);
+                    let upgraded = pending.finish::<TlsStream>();
+                    spawn_socket::<_, H1Tls>(span, node, conn_id, endpoint, upgraded);
+                }
+                (true, false) => {
+                    let span = socket_span::<H2>(conn_id, endpoint);
+                    let upgraded = pending.finish::<Http2Stream>();
+                    spawn_socket::<_, H2>(span, node, conn_id, endpoint, upgraded);
+                }
+                (true, true) => {
+                    let span = socket_span::<H2Tls>(conn_id, endpoint);
+                    let upgraded = pending.finish::<Http2Stream>();
+                    spawn_socket::<_, H2Tls>(span, node, conn_id, endpoint, upgraded);
+                }
             }
             resp
         }
@@ -476,8 +491,54 @@ fn upgrade(
     }
 }
 
-/// Spawns the task of one WebSocket over the stream type `S`.
-fn spawn_socket<S>(
+/// Transport of a WebSocket, as a type, with its value of the `transport` metrics label.
+trait TransportLabel: Send + 'static {
+    const LABEL: &'static str;
+}
+
+/// HTTP/1.1 upgrade over plain TCP.
+struct H1;
+/// HTTP/1.1 upgrade over TLS.
+struct H1Tls;
+/// HTTP/2 extended CONNECT over plain TCP (prior knowledge).
+struct H2;
+/// HTTP/2 extended CONNECT over TLS (ALPN `h2`).
+struct H2Tls;
+/// HTTP/3 extended CONNECT over QUIC.
+struct H3;
+
+impl TransportLabel for H1 {
+    const LABEL: &'static str = "h1";
+}
+impl TransportLabel for H1Tls {
+    const LABEL: &'static str = "h1_tls";
+}
+impl TransportLabel for H2 {
+    const LABEL: &'static str = "h2";
+}
+impl TransportLabel for H2Tls {
+    const LABEL: &'static str = "h2_tls";
+}
+impl TransportLabel for H3 {
+    const LABEL: &'static str = "h3";
+}
+
+/// Returns the span of one WebSocket.
+///
+/// Each open span uses a few hundred bytes of subscriber memory, so a WebSocket has one
+/// only while debug logs are on. It is a child of the HTTP connection's span, which
+/// otherwise closes at the upgrade.
+fn socket_span<T: TransportLabel>(conn_id: u64, endpoint: Endpoint) -> Span {
+    debug_span!(
+        "ws",
+        conn_id,
+        endpoint = endpoint.label(),
+        transport = T::LABEL
+    )
+}
+
+/// Spawns the task of one WebSocket over the stream type `S` and the transport `T`.
+fn spawn_socket<S, T>(
     span: Span,
     node: Arc<Node>,
     conn_id: u64,
@@ -485,6 +546,7 @@ fn spawn_socket<S>(
     upgraded: impl Future<Output = Upgraded<S>> + Send + 'static,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: TransportLabel,
 {
     // Boxed, so that the task keeps a pointer to the upgrade future instead of room for it
     // while the WebSocket is open.
@@ -492,8 +554,8 @@ fn spawn_socket<S>(
     // A task takes the size of its future's largest state, so each endpoint has a task
     // type of its own and an echo socket does not pay for the chat session.
     match endpoint {
-        Endpoint::Echo => spawn_in(span, echo_socket(node, conn_id, upgraded)),
-        Endpoint::Chat => spawn_in(span, chat_socket(node, conn_id, upgraded)),
+        Endpoint::Echo => spawn_in(span, echo_socket::<S, T>(node, conn_id, upgraded)),
+        Endpoint::Chat => spawn_in(span, chat_socket::<S, T>(node, conn_id, upgraded)),
     }
 }
 
@@ -516,11 +578,15 @@ type Upgraded<S> = Result<WebSocket<S>, pylon_ws::Error>;
 /// The loop is written out here instead of in a function of its own, and the received item
 /// is unpacked at the `await`, because both save room in the future that the task keeps
 /// for the life of the connection.
-async fn echo_socket<S>(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded<S>>)
-where
+async fn echo_socket<S, T>(
+    node: Arc<Node>,
+    conn_id: u64,
+    upgraded: impl Future<Output = Upgraded<S>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: TransportLabel,
 {
-    let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Echo, upgraded).await else {
+    let Some(mut ws) = open_socket::<S, T>(&node, conn_id, Endpoint::Echo, upgraded).await else {
         return;
     };
     loop {
@@ -543,23 +609,27 @@ where
         }
         node.metrics.sent("echo", len);
     }
-    close_socket(&node, conn_id, Endpoint::Echo);
+    close_socket::<T>(&node, conn_id, Endpoint::Echo);
 }
 
-async fn chat_socket<S>(node: Arc<Node>, conn_id: u64, upgraded: impl Future<Output = Upgraded<S>>)
-where
+async fn chat_socket<S, T>(
+    node: Arc<Node>,
+    conn_id: u64,
+    upgraded: impl Future<Output = Upgraded<S>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: TransportLabel,
 {
-    let Some(mut ws) = open_socket(&node, conn_id, Endpoint::Chat, upgraded).await else {
+    let Some(mut ws) = open_socket::<S, T>(&node, conn_id, Endpoint::Chat, upgraded).await else {
         return;
     };
     chat(&node, conn_id, &mut ws).await;
-    close_socket(&node, conn_id, Endpoint::Chat);
+    close_socket::<T>(&node, conn_id, Endpoint::Chat);
 }
 
 /// Waits for hyper to hand the connection over and registers the WebSocket. Returns `None`
 /// if the upgrade failed.
-async fn open_socket<S>(
+async fn open_socket<S, T>(
     node: &Node,
     conn_id: u64,
     endpoint: Endpoint,
@@ -567,6 +637,7 @@ async fn open_socket<S>(
 ) -> Option<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: TransportLabel,
 {
     let mut ws = match upgraded.await {
         Ok(ws) => ws,
@@ -575,25 +646,25 @@ where
             return None;
         }
     };
-    let label = endpoint.label();
+    let labels = [endpoint.label(), T::LABEL];
     lock(&node.sockets).insert(conn_id, ws.sender());
     node.metrics
         .connections_total
-        .with_label_values(&[label])
+        .with_label_values(&labels)
         .inc();
     node.metrics
         .connections_open
-        .with_label_values(&[label])
+        .with_label_values(&labels)
         .inc();
     debug!("WebSocket open");
     Some(ws)
 }
 
 /// Unregisters a WebSocket that has ended.
-fn close_socket(node: &Node, conn_id: u64, endpoint: Endpoint) {
+fn close_socket<T: TransportLabel>(node: &Node, conn_id: u64, endpoint: Endpoint) {
     node.metrics
         .connections_open
-        .with_label_values(&[endpoint.label()])
+        .with_label_values(&[endpoint.label(), T::LABEL])
         .dec();
     lock(&node.sockets).remove(&conn_id);
     node.socket_closed.notify_waiters();

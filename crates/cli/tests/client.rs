@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, run_with_timeout};
+use common::{Server, fetch_metrics_tls, run_with_timeout};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -144,6 +144,38 @@ fn wss_with_ca_file() {
     let insecure = run_client(&[&url, "--insecure"], "anyway\n");
     assert!(insecure.status.success(), "{}", stderr_of(&insecure));
     assert_eq!(stdout_of(&insecure), "anyway\n");
+}
+
+#[test]
+fn http2_prior_knowledge() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/echo");
+    let output = run_client(&[&url, "--http", "2"], "over h2c\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "over h2c\n");
+    assert!(stderr_of(&output).contains("over HTTP/2"));
+}
+
+#[test]
+fn http2_and_http3_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--tls-self-signed"]);
+    let url = format!("wss://localhost:{}/ws/echo", server.addr.port());
+    for version in ["2", "3"] {
+        let output = run_client(&[&url, "--insecure", "--http", version], "secure\n");
+        assert!(
+            output.status.success(),
+            "HTTP/{version}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(stdout_of(&output), "secure\n", "HTTP/{version}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(&format!("over HTTP/{version}")), "{stderr}");
+    }
+    let metrics = fetch_metrics_tls(&server);
+    assert!(metrics.contains("transport=\"h2_tls\"} 1"), "{metrics}");
+    assert!(metrics.contains("transport=\"h3\"} 1"), "{metrics}");
 }
 
 #[test]

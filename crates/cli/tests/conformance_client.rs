@@ -3,10 +3,17 @@
 //! client connection. Case ids are prefixed with `c` and otherwise follow the sections of
 //! `conformance_server.rs` (2 ping, 3 reserved bits, 4 opcodes, 5 fragmentation,
 //! 6 UTF-8, 7 close, 9 limits, 10 auto-fragmentation, 12 and 13 permessage-deflate).
+//!
+//! Every section runs twice, as the tests `SECTION::h1` and `SECTION::h2`: over an
+//! HTTP/1.1 upgrade on TCP, where the script writes the `101` head itself, and over an
+//! HTTP/2 extended CONNECT stream with prior knowledge (RFC 8441), where hyper's HTTP/2
+//! server responds to the CONNECT with `200` and hands the stream to the script. Over HTTP/2,
+//! ending the stream takes the place of closing TCP.
 
 mod conformance;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,18 +22,84 @@ use conformance::{
     STEP_TIMEOUT, TEXT, close_payload, deflate_params, expect_frame, header_value, masked,
     repetitive_text, unmasked, write_all,
 };
-use pylon_ws::client::{ClientConfig, connect};
-use pylon_ws::{CloseCode, DeflateConfig, Error, Message, Sender};
-use tokio::io::AsyncReadExt;
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pylon_ws::client::{ClientConfig, HttpVersion, connect, connect_any};
+use pylon_ws::{CloseCode, DeflateConfig, Error, Message, Sender, WebSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// Transport of the connection between the client and the scripted server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// HTTP/1.1 upgrade over TCP.
+    Http1,
+    /// HTTP/2 extended CONNECT over TCP with prior knowledge.
+    Http2,
+}
+
+tokio::task_local! {
+    /// Transport of the test that runs in this task, set by the test wrappers.
+    static TRANSPORT: Transport;
+}
+
+fn transport() -> Transport {
+    TRANSPORT
+        .try_with(|transport| *transport)
+        .unwrap_or(Transport::Http1)
+}
+
+/// Declares, for each section function, a test per transport in a module named after the
+/// section.
+macro_rules! on_every_transport {
+    ($($section:ident),* $(,)?) => {
+        $(
+            mod $section {
+                use super::{TRANSPORT, Transport};
+
+                #[tokio::test]
+                async fn h1() {
+                    TRANSPORT.scope(Transport::Http1, super::$section()).await;
+                }
+
+                #[tokio::test]
+                async fn h2() {
+                    TRANSPORT.scope(Transport::Http2, super::$section()).await;
+                }
+            }
+        )*
+    };
+}
+
+on_every_transport!(
+    client_rejects_masked_server_frames,
+    client_ping_pong,
+    client_rejects_reserved_bits_and_opcodes,
+    client_fragmentation,
+    client_rejects_invalid_utf8,
+    client_close_handshake,
+    client_rejects_oversized_messages,
+    case_10_client_auto_fragmentation,
+    client_masks_every_frame_with_a_fresh_key,
+    case_12_client_compression,
+    case_13_client_rejects_bad_compression_responses,
+);
+
+/// The byte stream of one scripted connection: TCP or an HTTP/2 stream.
+trait ScriptStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ScriptStream for S {}
+
 /// The server side of one scripted connection.
 struct Script {
-    stream: TcpStream,
+    stream: Box<dyn ScriptStream>,
     case: String,
-    /// The client's request head.
+    /// The client's request head. Over HTTP/2 it is rebuilt from the request as
+    /// `CONNECT <path> HTTP/2` and one `name: value` line per header.
     request: String,
 }
 
@@ -172,35 +245,49 @@ async fn accept(listener: &TcpListener, case: &str) -> (TcpStream, String) {
 }
 
 /// Opens a client connection with `config` to a scripted server that responds with
-/// `extensions`, and starts the task that drives the client.
+/// `extensions`, over the transport of the running test, and starts the task that drives
+/// the client.
 async fn open(case: &str, config: ClientConfig, extensions: Option<&str>) -> (Script, Client) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/conformance", listener.local_addr().unwrap());
     let (events_tx, events) = mpsc::unbounded_channel();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let transport = transport();
     let task = tokio::spawn(async move {
-        let (mut ws, _) = match connect(&url, config).await {
-            Ok(connected) => connected,
-            Err(error) => {
-                let _ = events_tx.send(Err(error));
-                return;
-            }
-        };
-        let compression = ws.compression().map(|deflate| deflate.params.to_string());
-        let _ = ready_tx.send((ws.sender(), compression));
-        while let Some(item) = ws.recv().await {
-            if events_tx.send(item).is_err() {
-                return;
+        match transport {
+            Transport::Http1 => match connect(&url, config).await {
+                Ok((ws, _)) => drive(ws, ready_tx, events_tx).await,
+                Err(error) => {
+                    let _ = events_tx.send(Err(error));
+                }
+            },
+            Transport::Http2 => {
+                let config = ClientConfig {
+                    http_version: HttpVersion::Http2,
+                    ..config
+                };
+                match connect_any(&url, config).await {
+                    Ok((ws, _)) => drive(ws, ready_tx, events_tx).await,
+                    Err(error) => {
+                        let _ = events_tx.send(Err(error));
+                    }
+                }
             }
         }
     });
-    let (mut stream, request) = accept(&listener, case).await;
-    write_all(
-        &mut stream,
-        switching_protocols(&request, extensions).as_bytes(),
-        case,
-    )
-    .await;
+    let (stream, request) = match transport {
+        Transport::Http1 => {
+            let (mut stream, request) = accept(&listener, case).await;
+            write_all(
+                &mut stream,
+                switching_protocols(&request, extensions).as_bytes(),
+                case,
+            )
+            .await;
+            (Box::new(stream) as Box<dyn ScriptStream>, request)
+        }
+        Transport::Http2 => accept_http2(&listener, case, extensions).await,
+    };
     let (sender, compression) = tokio::time::timeout(STEP_TIMEOUT, ready)
         .await
         .unwrap_or_else(|_| panic!("{case}: the client did not finish the handshake"))
@@ -217,6 +304,89 @@ async fn open(case: &str, config: ClientConfig, extensions: Option<&str>) -> (Sc
         task,
     };
     (script, client)
+}
+
+/// Reports the client's sender and compression once, then forwards everything that
+/// `recv` returns.
+async fn drive<S>(
+    mut ws: WebSocket<S>,
+    ready: tokio::sync::oneshot::Sender<(Sender, Option<String>)>,
+    events: mpsc::UnboundedSender<Result<Message, Error>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let compression = ws.compression().map(|deflate| deflate.params.to_string());
+    let _ = ready.send((ws.sender(), compression));
+    while let Some(item) = ws.recv().await {
+        if events.send(item).is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts one connection, serves HTTP/2 on it with extended CONNECT enabled, and responds
+/// to the first request with `200` and `extensions`. Returns the request head and the
+/// pending stream.
+async fn accept_http2_request(
+    listener: &TcpListener,
+    case: &str,
+    extensions: Option<&str>,
+) -> (String, hyper::upgrade::OnUpgrade) {
+    let (tcp, _) = tokio::time::timeout(STEP_TIMEOUT, listener.accept())
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the client did not connect"))
+        .expect("accept");
+    let (request_tx, mut request_rx) = mpsc::unbounded_channel();
+    let extensions = extensions.map(str::to_owned);
+    let service = service_fn(move |mut request: http::Request<Incoming>| {
+        let mut head = format!("{} {} HTTP/2\r\n", request.method(), request.uri().path());
+        for (name, value) in request.headers() {
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        let protocol = request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .map(|protocol| protocol.as_str().to_owned());
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let _ = request_tx.send((head, protocol, on_upgrade));
+        let mut response = http::Response::new(Empty::<Bytes>::new());
+        if let Some(value) = &extensions {
+            response.headers_mut().insert(
+                "sec-websocket-extensions",
+                value.parse().expect("valid extension header"),
+            );
+        }
+        async move { Ok::<_, Infallible>(response) }
+    });
+    tokio::spawn(async move {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.enable_connect_protocol();
+        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+    });
+    let (head, protocol, on_upgrade) = tokio::time::timeout(STEP_TIMEOUT, request_rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{case}: no CONNECT request within {STEP_TIMEOUT:?}"))
+        .expect("the HTTP/2 server task ended");
+    assert!(head.starts_with("CONNECT "), "{case}: {head}");
+    assert_eq!(protocol.as_deref(), Some("websocket"), "{case}: {head}");
+    (head, on_upgrade)
+}
+
+/// Like [`accept_http2_request`], and waits for hyper to hand the stream over.
+async fn accept_http2(
+    listener: &TcpListener,
+    case: &str,
+    extensions: Option<&str>,
+) -> (Box<dyn ScriptStream>, String) {
+    let (head, on_upgrade) = accept_http2_request(listener, case, extensions).await;
+    let upgraded = tokio::time::timeout(STEP_TIMEOUT, on_upgrade)
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the CONNECT stream was not handed over"))
+        .unwrap_or_else(|error| panic!("{case}: the CONNECT stream failed: {error}"));
+    (Box::new(TokioIo::new(upgraded)), head)
 }
 
 fn no_compression() -> ClientConfig {
@@ -243,7 +413,6 @@ async fn fault_case(
     client.expect_protocol_error(case, code).await;
 }
 
-#[tokio::test]
 async fn client_rejects_masked_server_frames() {
     for (case, bytes) in [
         ("c1.1 (masked text)", masked(FIN | TEXT, b"Hello")),
@@ -257,7 +426,6 @@ async fn client_rejects_masked_server_frames() {
     }
 }
 
-#[tokio::test]
 async fn client_ping_pong() {
     let (mut script, mut client) =
         open("c2.1 (pings of every length)", no_compression(), None).await;
@@ -318,7 +486,6 @@ async fn client_ping_pong() {
     .await;
 }
 
-#[tokio::test]
 async fn client_rejects_reserved_bits_and_opcodes() {
     let faults: Vec<(String, Vec<u8>)> = vec![
         (
@@ -339,7 +506,6 @@ async fn client_rejects_reserved_bits_and_opcodes() {
     }
 }
 
-#[tokio::test]
 async fn client_fragmentation() {
     let (mut script, mut client) =
         open("c5.1 (fragments with pings)", no_compression(), None).await;
@@ -402,7 +568,6 @@ async fn client_fragmentation() {
     }
 }
 
-#[tokio::test]
 async fn client_rejects_invalid_utf8() {
     let split = [
         unmasked(TEXT, &[b'a', 0xce]),
@@ -443,7 +608,6 @@ async fn client_rejects_invalid_utf8() {
     .await;
 }
 
-#[tokio::test]
 async fn client_close_handshake() {
     for (case, code) in [
         ("c7.1 (server closes with 1001)", 1001u16),
@@ -549,7 +713,6 @@ async fn client_close_handshake() {
     assert!(end.is_none(), "c7.6: expected recv to end, got {end:?}");
 }
 
-#[tokio::test]
 async fn client_rejects_oversized_messages() {
     let mut config = no_compression();
     config.ws.proto.limits.max_message_size = 1024;
@@ -620,7 +783,6 @@ async fn read_client_message(
     (compressed, payload, frames)
 }
 
-#[tokio::test]
 async fn case_10_client_auto_fragmentation() {
     let text = "ab🚀".repeat(65536 / 6 + 1);
     for frame_size in [1usize, 125, 1000, 4096] {
@@ -665,7 +827,6 @@ async fn case_10_client_auto_fragmentation() {
     assert!(inflated == message, "{case}: decompressed message differs");
 }
 
-#[tokio::test]
 async fn client_masks_every_frame_with_a_fresh_key() {
     let case = "c1.4 (fresh masking keys)";
     let (mut script, mut client) = open(case, no_compression(), None).await;
@@ -700,7 +861,6 @@ async fn client_masks_every_frame_with_a_fresh_key() {
     );
 }
 
-#[tokio::test]
 async fn case_12_client_compression() {
     // Each response the client must accept, and the window and context rules it implies
     // for the client's compressor.
@@ -818,7 +978,7 @@ async fn case_12_client_compression() {
     }
 }
 
-/// Runs a handshake whose response has `extensions` and returns what `connect` returned.
+/// Runs a handshake whose response has `extensions` and returns what the connect returned.
 async fn connect_with_response(
     case: &str,
     config: ClientConfig,
@@ -826,21 +986,36 @@ async fn connect_with_response(
 ) -> Result<(), Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/conformance", listener.local_addr().unwrap());
-    let client = tokio::spawn(async move { connect(&url, config).await.map(|_| ()) });
-    let (mut stream, request) = accept(&listener, case).await;
-    write_all(
-        &mut stream,
-        switching_protocols(&request, Some(extensions)).as_bytes(),
-        case,
-    )
-    .await;
+    let client = match transport() {
+        Transport::Http1 => {
+            let client = tokio::spawn(async move { connect(&url, config).await.map(|_| ()) });
+            let (mut stream, request) = accept(&listener, case).await;
+            write_all(
+                &mut stream,
+                switching_protocols(&request, Some(extensions)).as_bytes(),
+                case,
+            )
+            .await;
+            client
+        }
+        Transport::Http2 => {
+            let config = ClientConfig {
+                http_version: HttpVersion::Http2,
+                ..config
+            };
+            let client = tokio::spawn(async move { connect_any(&url, config).await.map(|_| ()) });
+            // The client rejects the response before the stream is handed over, so the
+            // script waits only for the request.
+            accept_http2_request(&listener, case, Some(extensions)).await;
+            client
+        }
+    };
     tokio::time::timeout(STEP_TIMEOUT, client)
         .await
         .unwrap_or_else(|_| panic!("{case}: connect did not return"))
         .expect("client task")
 }
 
-#[tokio::test]
 async fn case_13_client_rejects_bad_compression_responses() {
     let invalid: [(&str, bool, &str); 10] = [
         (

@@ -1,104 +1,292 @@
-//! End-to-end conformance of `pylon serve` at `/ws/echo` with RFC 6455 and RFC 7692, over
-//! TCP with hand-built frames. Sections and case ids follow the Autobahn TestSuite where a
-//! case has a counterpart there: 1 framing, 2 ping and pong, 3 reserved bits, 4 opcodes,
+//! End-to-end conformance of `pylon serve` at `/ws/echo` with RFC 6455 and RFC 7692, with
+//! hand-built frames. Sections and case ids follow the Autobahn TestSuite where a case has
+//! a counterpart there: 1 framing, 2 ping and pong, 3 reserved bits, 4 opcodes,
 //! 5 fragmentation, 6 UTF-8, 7 close, 9 limits and throughput, 12 and 13 permessage-deflate.
 //! Every assertion message starts with the case id.
 //!
-//! Handshake faults are covered by `handshake_faults_get_their_status` in `bad_input.rs`,
-//! and `pylon_proto::Connection` alone by `crates/proto/tests/conformance.rs`.
+//! Every section runs over four transports, each as a test of its own named after the
+//! section and the transport (`case_1_framing::h2_tls`): an HTTP/1.1 upgrade over TCP and
+//! over TLS, and an HTTP/2 extended CONNECT stream (RFC 8441) over TLS with ALPN `h2` and
+//! over TCP with prior knowledge. The frames are the same on all of them. Over HTTP/2 the
+//! end of the stream (`END_STREAM`) stands where HTTP/1.1 has the end of TCP (FIN), and
+//! `RST_STREAM` where it has a TCP reset.
+//!
+//! Handshake faults are covered by `handshake_faults_get_their_status` in `bad_input.rs`
+//! and, over HTTP/2, by `crates/ws/tests/http2.rs`, and `pylon_proto::Connection` alone by
+//! `crates/proto/tests/conformance.rs`.
 
 mod common;
 mod conformance;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use common::{Server, status_of};
+use bytes::Bytes;
+use common::{Server, run_with_timeout, status_of};
 use conformance::{
     BINARY, CLOSE, CONTINUATION, Deflater, FIN, Frame, Inflater, PING, PONG, RSV1, RSV2, RSV3,
     STEP_TIMEOUT, TEXT, TcpEnd, close_payload, deflate_params, expect_frame, expect_tcp_end,
     header_value, masked, noise, repetitive_text, write_all, write_chunked,
 };
-use tokio::io::AsyncReadExt;
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, RootCertStore};
 
 /// `--max-message-size` of the node under test, its default.
 const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
+/// Transport of the WebSockets that a test opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// HTTP/1.1 upgrade over TCP.
+    Http1,
+    /// HTTP/1.1 upgrade over TLS, with ALPN `http/1.1`.
+    Http1Tls,
+    /// HTTP/2 extended CONNECT over TCP with prior knowledge.
+    Http2,
+    /// HTTP/2 extended CONNECT over TLS, with ALPN `h2`.
+    Http2Tls,
+}
+
+impl Transport {
+    const ALL: [Transport; 4] = [
+        Transport::Http1,
+        Transport::Http1Tls,
+        Transport::Http2,
+        Transport::Http2Tls,
+    ];
+
+    fn is_tls(self) -> bool {
+        matches!(self, Transport::Http1Tls | Transport::Http2Tls)
+    }
+}
+
+/// Address of a node and the transport to reach it with.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    addr: SocketAddr,
+    transport: Transport,
+}
+
+/// A certificate and key for `localhost` from `pylon cert`, shared by every TLS node of
+/// this test binary.
+struct TestCert {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    client_config: Arc<rustls::ClientConfig>,
+}
+
+fn test_cert() -> &'static TestCert {
+    static CERT: OnceLock<TestCert> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("create a certificate directory");
+        let (status, output) = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_pylon"))
+                .args(["cert", "--out"])
+                .arg(dir.path()),
+            Duration::from_secs(30),
+        );
+        assert!(status.success(), "pylon cert failed:\n{output}");
+        let cert = dir.path().join("cert.pem");
+        let mut roots = RootCertStore::empty();
+        for der in pylon_ws::tls::read_certs_pem(&cert).expect("read cert.pem") {
+            roots.add(der).expect("add cert.pem to the roots");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TestCert {
+            key: dir.path().join("key.pem"),
+            cert,
+            _dir: dir,
+            client_config: Arc::new(client_config),
+        }
+    })
+}
+
 /// A `pylon serve` process and its data directory, which outlives it.
 struct Node {
     server: Server,
+    transport: Transport,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
-    fn start(args: &[&str]) -> Node {
+    /// Starts a node with `args`, with TLS if `transport` needs it.
+    fn start(transport: Transport, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("create a data directory");
-        let server = Server::start_with(dir.path(), args);
-        Node { server, _dir: dir }
+        let mut all_args: Vec<&str> = args.to_vec();
+        if transport.is_tls() {
+            let cert = test_cert();
+            all_args.extend([
+                "--tls-cert",
+                cert.cert.to_str().expect("UTF-8 path"),
+                "--tls-key",
+                cert.key.to_str().expect("UTF-8 path"),
+            ]);
+        }
+        let server = Server::start_with(dir.path(), &all_args);
+        Node {
+            server,
+            transport,
+            _dir: dir,
+        }
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.server.addr
+    fn addr(&self) -> Target {
+        Target {
+            addr: self.server.addr,
+            transport: self.transport,
+        }
     }
 }
 
-/// Returns the node with default settings that the tests of this file share. It is
-/// started by the first test that needs it and killed when the last running test drops
-/// it, so a node never outlives the test binary.
-fn shared_node() -> Arc<Node> {
-    static SLOT: Mutex<Weak<Node>> = Mutex::new(Weak::new());
-    let mut slot = SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(node) = slot.upgrade() {
+/// Returns the node with default settings that the tests of this file share for
+/// `transport`: plain for the plain transports, with TLS for the others. It is started by
+/// the first test that needs it and killed when the last running test drops it, so a
+/// node never outlives the test binary.
+fn shared_node(transport: Transport) -> Arc<Node> {
+    static SLOTS: Mutex<[Weak<Node>; 4]> =
+        Mutex::new([Weak::new(), Weak::new(), Weak::new(), Weak::new()]);
+    let index = Transport::ALL
+        .iter()
+        .position(|&candidate| candidate == transport)
+        .expect("every transport is in Transport::ALL");
+    let mut slots = SLOTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(node) = slots[index].upgrade() {
         return node;
     }
-    let node = Arc::new(Node::start(&[]));
-    *slot = Arc::downgrade(&node);
+    let node = Arc::new(Node::start(transport, &[]));
+    slots[index] = Arc::downgrade(&node);
     node
 }
 
-/// A raw client connection to `/ws/echo`, labelled with the id of the case it runs.
+/// Declares, for each section function, one test per transport in a module named after
+/// the section.
+macro_rules! on_every_transport {
+    ($($section:ident),* $(,)?) => {
+        $(
+            mod $section {
+                use super::{Transport, shared_node};
+
+                #[tokio::test]
+                async fn h1() {
+                    super::$section(shared_node(Transport::Http1)).await;
+                }
+
+                #[tokio::test]
+                async fn h1_tls() {
+                    super::$section(shared_node(Transport::Http1Tls)).await;
+                }
+
+                #[tokio::test]
+                async fn h2() {
+                    super::$section(shared_node(Transport::Http2)).await;
+                }
+
+                #[tokio::test]
+                async fn h2_tls() {
+                    super::$section(shared_node(Transport::Http2Tls)).await;
+                }
+            }
+        )*
+    };
+}
+
+on_every_transport!(
+    case_1_framing,
+    case_1_3_non_minimal_lengths_echo,
+    case_2_ping_pong,
+    case_3_reserved_bits,
+    case_4_reserved_opcodes,
+    case_5_fragmentation,
+    case_6_valid_utf8,
+    case_6_invalid_utf8,
+    case_6_4_utf8_fails_fast,
+    case_7_close,
+    case_9_large_messages,
+    case_9_7_many_small_messages_pipelined,
+    case_9_over_limit_gets_1009,
+    case_12_compressed_payloads,
+    case_13_compression_parameters,
+    case_13_compression_faults,
+);
+
+mod case_13_server_settings {
+    use super::Transport;
+
+    #[tokio::test]
+    async fn h1() {
+        super::case_13_server_settings(Transport::Http1).await;
+    }
+
+    #[tokio::test]
+    async fn h1_tls() {
+        super::case_13_server_settings(Transport::Http1Tls).await;
+    }
+
+    #[tokio::test]
+    async fn h2() {
+        super::case_13_server_settings(Transport::Http2).await;
+    }
+
+    #[tokio::test]
+    async fn h2_tls() {
+        super::case_13_server_settings(Transport::Http2Tls).await;
+    }
+}
+
+/// The byte stream of one WebSocket: a TCP or TLS connection, or an HTTP/2 stream.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
+
+/// A raw client WebSocket to `/ws/echo`, labelled with the id of the case it runs.
 struct Peer {
-    stream: TcpStream,
+    stream: Box<dyn PeerStream>,
     case: String,
-    /// The server's response head.
+    /// The server's response head. Over HTTP/2 it is rebuilt from the response as
+    /// `HTTP/2 <status>` and one `name: value` line per header.
     response: String,
 }
 
 impl Peer {
     /// Completes the opening handshake, offering `extensions` if given.
-    async fn open(addr: SocketAddr, case: &str, extensions: Option<&str>) -> Peer {
+    async fn open(addr: Target, case: &str, extensions: Option<&str>) -> Peer {
         let case = case.to_owned();
-        let extension_line = extensions
-            .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "GET /ws/echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extension_line}\r\n"
-        );
-        let mut stream = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr.addr))
             .await
             .unwrap_or_else(|_| panic!("{case}: connect timed out"))
             .unwrap_or_else(|error| panic!("{case}: connect failed: {error}"));
-        stream.set_nodelay(true).expect("set TCP_NODELAY");
-        write_all(&mut stream, request.as_bytes(), &case).await;
-
-        // Byte by byte, so that no frame byte after the head is consumed here.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut byte))
-                .await
-                .unwrap_or_else(|_| panic!("{case}: no handshake response within {STEP_TIMEOUT:?}"))
-                .unwrap_or_else(|error| panic!("{case}: reading the handshake failed: {error}"));
-            assert_eq!(read, 1, "{case}: server closed during the handshake");
-            head.push(byte[0]);
-        }
-        let response = String::from_utf8_lossy(&head).into_owned();
-        assert_eq!(status_of(&response), 101, "{case}: {response}");
+        tcp.set_nodelay(true).expect("set TCP_NODELAY");
+        let (stream, response) = match addr.transport {
+            Transport::Http1 => http1_handshake(Box::new(tcp), addr, &case, extensions).await,
+            Transport::Http1Tls => {
+                let tls = tls_connect(tcp, b"http/1.1", &case).await;
+                http1_handshake(tls, addr, &case, extensions).await
+            }
+            Transport::Http2 => http2_handshake(Box::new(tcp), addr, &case, extensions).await,
+            Transport::Http2Tls => {
+                let tls = tls_connect(tcp, b"h2", &case).await;
+                http2_handshake(tls, addr, &case, extensions).await
+            }
+        };
         Peer {
             stream,
             case,
@@ -228,6 +416,114 @@ impl Peer {
     }
 }
 
+/// Runs the TLS handshake for `localhost` with ALPN `alpn`, trusting [`test_cert`].
+async fn tls_connect(tcp: TcpStream, alpn: &[u8], case: &str) -> Box<dyn PeerStream> {
+    let mut config = (*test_cert().client_config).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = ServerName::try_from("localhost").expect("valid server name");
+    let tls = tokio::time::timeout(
+        STEP_TIMEOUT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{case}: TLS handshake timed out"))
+    .unwrap_or_else(|error| panic!("{case}: TLS handshake failed: {error}"));
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(alpn),
+        "{case}: the server selected another ALPN protocol"
+    );
+    Box::new(tls)
+}
+
+/// Sends the HTTP/1.1 upgrade request over `stream` and reads the `101` response head.
+async fn http1_handshake(
+    mut stream: Box<dyn PeerStream>,
+    addr: Target,
+    case: &str,
+    extensions: Option<&str>,
+) -> (Box<dyn PeerStream>, String) {
+    let host = addr.addr;
+    let extension_line = extensions
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /ws/echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extension_line}\r\n"
+    );
+    write_all(&mut stream, request.as_bytes(), case).await;
+
+    // Byte by byte, so that no frame byte after the head is consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| panic!("{case}: no handshake response within {STEP_TIMEOUT:?}"))
+            .unwrap_or_else(|error| panic!("{case}: reading the handshake failed: {error}"));
+        assert_eq!(read, 1, "{case}: server closed during the handshake");
+        head.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&head).into_owned();
+    assert_eq!(status_of(&response), 101, "{case}: {response}");
+    (stream, response)
+}
+
+/// Opens an HTTP/2 connection over `io` and a WebSocket on it with an extended CONNECT
+/// request, and returns the stream and the `200` response rebuilt as text.
+async fn http2_handshake(
+    io: Box<dyn PeerStream>,
+    addr: Target,
+    case: &str,
+    extensions: Option<&str>,
+) -> (Box<dyn PeerStream>, String) {
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap_or_else(|error| panic!("{case}: HTTP/2 handshake failed: {error}"));
+    tokio::spawn(connection);
+    let scheme = if addr.transport.is_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    let authority = if addr.transport.is_tls() {
+        format!("localhost:{}", addr.addr.port())
+    } else {
+        addr.addr.to_string()
+    };
+    let mut request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("{scheme}://{authority}/ws/echo"))
+        .header("sec-websocket-version", "13");
+    if let Some(value) = extensions {
+        request = request.header("sec-websocket-extensions", value);
+    }
+    let mut request = request
+        .body(Empty::<Bytes>::new())
+        .expect("valid CONNECT request");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = tokio::time::timeout(STEP_TIMEOUT, sender.send_request(request))
+        .await
+        .unwrap_or_else(|_| panic!("{case}: no CONNECT response within {STEP_TIMEOUT:?}"))
+        .unwrap_or_else(|error| panic!("{case}: extended CONNECT failed: {error}"));
+    let mut head = format!("HTTP/2 {}\r\n", response.status().as_u16());
+    for (name, value) in response.headers() {
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    assert_eq!(status_of(&head), 200, "{case}: {head}");
+    let upgraded = tokio::time::timeout(STEP_TIMEOUT, hyper::upgrade::on(response))
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the CONNECT stream was not handed over in time"))
+        .unwrap_or_else(|error| panic!("{case}: the CONNECT stream failed: {error}"));
+    (Box::new(TokioIo::new(upgraded)), head)
+}
+
 /// Lengths of section 1: every boundary of the 7-bit, 16-bit and 64-bit length forms, and
 /// the node's message limit.
 const FRAME_LENGTHS: [usize; 8] = [0, 125, 126, 127, 128, 65535, 65536, MAX_MESSAGE_SIZE];
@@ -246,7 +542,7 @@ fn payload_for(opcode: u8, len: usize, seed: u32) -> Vec<u8> {
     }
 }
 
-async fn echo_case(addr: SocketAddr, case: &str, opcode: u8, payload: &[u8], chunk: Option<usize>) {
+async fn echo_case(addr: Target, case: &str, opcode: u8, payload: &[u8], chunk: Option<usize>) {
     let mut peer = Peer::open(addr, case, None).await;
     let frame = masked(FIN | opcode, payload);
     match chunk {
@@ -257,9 +553,7 @@ async fn echo_case(addr: SocketAddr, case: &str, opcode: u8, payload: &[u8], chu
     peer.close_cleanly().await;
 }
 
-#[tokio::test]
-async fn case_1_framing() {
-    let node = shared_node();
+async fn case_1_framing(node: Arc<Node>) {
     for (group, opcode) in [(1, TEXT), (2, BINARY)] {
         for (index, len) in FRAME_LENGTHS.into_iter().enumerate() {
             let payload = payload_for(opcode, len, index as u32);
@@ -272,9 +566,7 @@ async fn case_1_framing() {
     }
 }
 
-#[tokio::test]
-async fn case_1_3_non_minimal_lengths_echo() {
-    let node = shared_node();
+async fn case_1_3_non_minimal_lengths_echo(node: Arc<Node>) {
     // RFC 6455 section 5.2 asks for the minimal length form but gives no way to fail on
     // a longer one, and the Autobahn TestSuite expects such frames to be accepted.
     let key = [0x37, 0xfa, 0x21, 0x3d];
@@ -301,9 +593,7 @@ async fn case_1_3_non_minimal_lengths_echo() {
     }
 }
 
-#[tokio::test]
-async fn case_2_ping_pong() {
-    let node = shared_node();
+async fn case_2_ping_pong(node: Arc<Node>) {
     let addr = node.addr();
     let binary = [0x00, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0x00, 0xff];
     let payload_125 = noise(125, 2);
@@ -378,9 +668,7 @@ async fn case_2_ping_pong() {
     peer.close_cleanly().await;
 }
 
-#[tokio::test]
-async fn case_3_reserved_bits() {
-    let node = shared_node();
+async fn case_3_reserved_bits(node: Arc<Node>) {
     let addr = node.addr();
 
     let mut peer = Peer::open(addr, "3.1 (RSV1 on text)", None).await;
@@ -447,9 +735,7 @@ async fn case_3_reserved_bits() {
     }
 }
 
-#[tokio::test]
-async fn case_4_reserved_opcodes() {
-    let node = shared_node();
+async fn case_4_reserved_opcodes(node: Arc<Node>) {
     let addr = node.addr();
     let opcodes = [(1, [3u8, 4, 5, 6, 7]), (2, [11, 12, 13, 14, 15])];
     for (group, codes) in opcodes {
@@ -477,9 +763,7 @@ async fn case_4_reserved_opcodes() {
     }
 }
 
-#[tokio::test]
-async fn case_5_fragmentation() {
-    let node = shared_node();
+async fn case_5_fragmentation(node: Arc<Node>) {
     let addr = node.addr();
 
     for (case, opcode) in [
@@ -745,9 +1029,7 @@ fn invalid_utf8_sequences() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-#[tokio::test]
-async fn case_6_valid_utf8() {
-    let node = shared_node();
+async fn case_6_valid_utf8(node: Arc<Node>) {
     let mut peer = Peer::open(node.addr(), "6.1.1 (empty text)", None).await;
     peer.send(&masked(FIN | TEXT, b"")).await;
     peer.expect_echo(TEXT, b"").await;
@@ -779,9 +1061,7 @@ async fn case_6_valid_utf8() {
     }
 }
 
-#[tokio::test]
-async fn case_6_invalid_utf8() {
-    let node = shared_node();
+async fn case_6_invalid_utf8(node: Arc<Node>) {
     for (name, sequence) in invalid_utf8_sequences() {
         let mut text = "κόσμε".as_bytes().to_vec();
         text.extend_from_slice(&sequence);
@@ -810,9 +1090,7 @@ async fn case_6_invalid_utf8() {
     }
 }
 
-#[tokio::test]
-async fn case_6_4_utf8_fails_fast() {
-    let node = shared_node();
+async fn case_6_4_utf8_fails_fast(node: Arc<Node>) {
     let addr = node.addr();
     let valid = "κόσμε".as_bytes();
     let invalid = [0xf4, 0x90, 0x80, 0x80];
@@ -856,9 +1134,7 @@ async fn case_6_4_utf8_fails_fast() {
     peer.expect_close(Some(1007)).await;
 }
 
-#[tokio::test]
-async fn case_7_close() {
-    let node = shared_node();
+async fn case_7_close(node: Arc<Node>) {
     let addr = node.addr();
 
     let mut peer = Peer::open(addr, "7.1.1 (echo, then close)", None).await;
@@ -988,9 +1264,7 @@ async fn case_7_close() {
     }
 }
 
-#[tokio::test]
-async fn case_9_large_messages() {
-    let node = shared_node();
+async fn case_9_large_messages(node: Arc<Node>) {
     let addr = node.addr();
     let sizes = [64 * 1024, 256 * 1024, MAX_MESSAGE_SIZE];
     for (group, opcode) in [(1, TEXT), (2, BINARY)] {
@@ -1044,15 +1318,13 @@ async fn case_9_large_messages() {
     }
 }
 
-#[tokio::test]
-async fn case_9_7_many_small_messages_pipelined() {
-    let node = shared_node();
+async fn case_9_7_many_small_messages_pipelined(node: Arc<Node>) {
     for (case, opcode) in [
         ("9.7 (10,000 x 16 B text)", TEXT),
         ("9.8 (10,000 x 16 B binary)", BINARY),
     ] {
         let peer = Peer::open(node.addr(), case, None).await;
-        let (mut reader, mut writer) = peer.stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(peer.stream);
         let messages: Vec<Vec<u8>> = (0..10_000u32)
             .map(|i| format!("message {i:>8}").into_bytes())
             .collect();
@@ -1099,9 +1371,7 @@ async fn case_9_7_many_small_messages_pipelined() {
     }
 }
 
-#[tokio::test]
-async fn case_9_over_limit_gets_1009() {
-    let node = shared_node();
+async fn case_9_over_limit_gets_1009(node: Arc<Node>) {
     let addr = node.addr();
 
     // Only the header and a few payload bytes are sent: the limit applies to the declared
@@ -1148,7 +1418,7 @@ async fn case_9_over_limit_gets_1009() {
 
 /// Offers `offer`, runs a set of compressed messages through the echo, and returns the
 /// agreed parameters. `expected` lists the parameters the response must contain.
-async fn compressed_echo_case(addr: SocketAddr, case: &str, offer: &str, expected: &[&str]) {
+async fn compressed_echo_case(addr: Target, case: &str, offer: &str, expected: &[&str]) {
     let mut peer = Peer::open(addr, case, Some(offer)).await;
     let params = peer
         .agreed_deflate()
@@ -1247,9 +1517,7 @@ async fn compressed_echo_case(addr: SocketAddr, case: &str, offer: &str, expecte
     peer.close_cleanly().await;
 }
 
-#[tokio::test]
-async fn case_12_compressed_payloads() {
-    let node = shared_node();
+async fn case_12_compressed_payloads(node: Arc<Node>) {
     let addr = node.addr();
     let mut peer = Peer::open(addr, "12.1 (payload sizes)", Some("permessage-deflate")).await;
     assert_eq!(
@@ -1345,9 +1613,7 @@ async fn case_12_compressed_payloads() {
     peer.close_cleanly().await;
 }
 
-#[tokio::test]
-async fn case_13_compression_parameters() {
-    let node = shared_node();
+async fn case_13_compression_parameters(node: Arc<Node>) {
     let addr = node.addr();
     let mut cases: Vec<(String, String, Vec<String>)> = vec![
         (
@@ -1467,9 +1733,7 @@ async fn case_13_compression_parameters() {
     }
 }
 
-#[tokio::test]
-async fn case_13_compression_faults() {
-    let node = shared_node();
+async fn case_13_compression_faults(node: Arc<Node>) {
     let addr = node.addr();
     let offer = Some("permessage-deflate");
     let compressed_hello = Deflater::new(15, 6, false).compress(b"Hello, compressed world");
@@ -1565,9 +1829,8 @@ async fn case_13_compression_faults() {
     peer.close_cleanly().await;
 }
 
-#[tokio::test]
-async fn case_13_server_settings() {
-    let node = Node::start(&["--compression-window-bits", "10"]);
+async fn case_13_server_settings(transport: Transport) {
+    let node = Node::start(transport, &["--compression-window-bits", "10"]);
     compressed_echo_case(
         node.addr(),
         "13.13.1 (node with a 10-bit window, plain offer)",
@@ -1590,7 +1853,7 @@ async fn case_13_server_settings() {
     )
     .await;
 
-    let node = Node::start(&["--no-compression"]);
+    let node = Node::start(transport, &["--no-compression"]);
     let case = "13.13.4 (node without compression)";
     let mut peer = Peer::open(node.addr(), case, Some("permessage-deflate")).await;
     assert_eq!(

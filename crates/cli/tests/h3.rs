@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, python, run_with_timeout};
+use common::{Server, fetch_metrics_tls};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use pylon_ws::client::{ClientConfig, connect_any};
 use pylon_ws::h3::{H3Client, H3Error};
@@ -40,23 +39,6 @@ where
         .expect("no message within the timeout")
         .expect("websocket ended")
         .expect("websocket failed")
-}
-
-/// Fetches `/metrics` over HTTPS with Python's standard library, skipping verification
-/// of the self-signed certificate.
-fn fetch_metrics(server: &Server) -> String {
-    let script = format!(
-        "import ssl, urllib.request\n\
-         context = ssl._create_unverified_context()\n\
-         print(urllib.request.urlopen('https://127.0.0.1:{}/metrics', context=context, timeout=10).read().decode())",
-        server.addr.port()
-    );
-    let (status, output) = run_with_timeout(
-        Command::new(python()).args(["-c", &script]),
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "fetching /metrics failed:\n{output}");
-    output
 }
 
 #[tokio::test]
@@ -109,13 +91,13 @@ async fn echo_and_chat_over_http3() {
     }
     chat.close(CloseCode::NORMAL, "done").await.unwrap();
 
-    let metrics = fetch_metrics(&server);
-    let echo_line = "pylon_ws_transport_connections_total{endpoint=\"echo\",transport=\"h3\"} 3";
+    let metrics = fetch_metrics_tls(&server);
+    let echo_line = "pylon_ws_connections_total{endpoint=\"echo\",transport=\"h3\"} 3";
     assert!(
         metrics.contains(echo_line),
         "missing `{echo_line}` in:\n{metrics}"
     );
-    let chat_line = "pylon_ws_transport_connections_total{endpoint=\"chat\",transport=\"h3\"} 1";
+    let chat_line = "pylon_ws_connections_total{endpoint=\"chat\",transport=\"h3\"} 1";
     assert!(
         metrics.contains(chat_line),
         "missing `{chat_line}` in:\n{metrics}"

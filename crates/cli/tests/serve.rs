@@ -87,7 +87,7 @@ async fn pages_health_and_metrics() {
     assert_eq!(status, 200);
     assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
     for line in [
-        "pylon_ws_connections_open{endpoint=\"echo\"} 1",
+        "pylon_ws_connections_open{endpoint=\"echo\",transport=\"h1\"} 1",
         "pylon_ws_messages_received_total{endpoint=\"echo\"} 2",
         "pylon_ws_messages_sent_total{endpoint=\"echo\"} 2",
         "pylon_ws_received_bytes_total{endpoint=\"echo\"} 10",

@@ -2,6 +2,15 @@
 //!
 //! [`connect_any`] accepts both schemes and returns a WebSocket over a [`ClientStream`].
 //! [`connect`] accepts only `ws://` and returns a WebSocket over the bare `TcpStream`.
+//! With [`ClientConfig::http_version`] set to [`HttpVersion::Http2`], [`connect_any`]
+//! opens the WebSocket as a stream of a new HTTP/2 connection (RFC 8441), and a
+//! [`Client`] shares one HTTP/2 connection per origin among many WebSockets.
+
+mod http2;
+mod pool;
+
+pub use http2::Http2Stream;
+pub use pool::Client;
 
 use std::fmt::Write as _;
 use std::io;
@@ -61,6 +70,25 @@ pub struct ClientConfig {
     /// switch that turns certificate verification off. Default: [`ClientTls::default`],
     /// which verifies against the bundled Mozilla roots.
     pub tls: ClientTls,
+    /// HTTP version that carries the WebSocket. Default: [`HttpVersion::Http1`].
+    pub http_version: HttpVersion,
+}
+
+/// HTTP version that carries a client WebSocket.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// An HTTP/1.1 `Upgrade` on a connection of its own (RFC 6455). Over TLS, ALPN
+    /// offers `http/1.1`.
+    #[default]
+    Http1,
+    /// An extended CONNECT stream of an HTTP/2 connection (RFC 8441). Over TLS, ALPN
+    /// offers `h2`. Over plain TCP, the client speaks HTTP/2 with prior knowledge, so the
+    /// server must accept that (`h2c` without an upgrade).
+    Http2,
+    /// An extended CONNECT stream of an HTTP/3 connection over QUIC (RFC 9220), for
+    /// `wss://` URLs only, since QUIC always runs TLS. ALPN offers `h3`.
+    Http3,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +99,7 @@ impl Default for ClientConfig {
             headers: HeaderMap::new(),
             compression: Some(DeflateConfig::default()),
             tls: ClientTls::default(),
+            http_version: HttpVersion::default(),
         }
     }
 }
@@ -97,12 +126,16 @@ impl Default for ClientConfig {
 /// - [`Error::Handshake`] if the response does not accept the upgrade, or accepts
 ///   compression with parameters that do not fit the offer.
 /// - [`Error::HandshakeTimeout`] if all of this takes longer than the handshake timeout.
+/// - [`Error::UnsupportedHttpVersion`] if `cfg.http_version` is not
+///   [`HttpVersion::Http1`], because the result has no room for an HTTP/2 stream: use
+///   [`connect_any`] or [`Client`] for it.
 pub async fn connect(
     url: &str,
     cfg: ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Response<()>), Error> {
     let target = Target::parse(url)?;
     target.require_plain(url, "client::connect_any")?;
+    require_http1(cfg.http_version, "client::connect_any or client::Client")?;
     check_headers(&cfg.headers)?;
     with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
         let stream = connect_tcp(&target).await?;
@@ -119,20 +152,44 @@ pub async fn connect(
 /// connect, the TLS handshake and the upgrade together must finish within
 /// `cfg.ws.handshake_timeout`.
 ///
+/// With `cfg.http_version` set to [`HttpVersion::Http2`], this dials a new HTTP/2
+/// connection (ALPN `h2` over TLS, prior knowledge over plain TCP), waits for the
+/// server's SETTINGS and opens the WebSocket with an extended CONNECT request. The
+/// connection closes when the WebSocket ends. Use [`Client`] to share one connection.
+///
 /// # Errors
 ///
 /// The errors of [`connect`], and:
 /// - [`Error::Tls`] if the TLS handshake fails, for example with an untrusted or expired
 ///   certificate or one for another host.
 /// - [`Error::TlsConfig`] if `cfg.tls` is unusable, for example with no trusted roots.
+/// - Over HTTP/2, the errors of [`Client::connect`].
 pub async fn connect_any(
     url: &str,
     cfg: ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Response<()>), Error> {
     let target = Target::parse(url)?;
     check_headers(&cfg.headers)?;
+    if cfg.http_version == HttpVersion::Http3 {
+        let client =
+            crate::h3::H3Client::new(&cfg.tls, cfg.ws.handshake_timeout).map_err(Error::from)?;
+        return with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
+            client
+                .connect_wrapped(url, &cfg, |tunnel| ClientStream::Http3(Box::new(tunnel)))
+                .await
+                .map_err(Error::from)
+        })
+        .await;
+    }
+    if cfg.http_version == HttpVersion::Http2 {
+        return with_handshake_timeout(url, cfg.ws.handshake_timeout, async {
+            let connection = http2::Http2Connection::dial(&target, &cfg).await?;
+            connection.open(&target, cfg).await
+        })
+        .await;
+    }
     let tls = if target.secure {
-        let connector = TlsConnector::from(cfg.tls.rustls_config()?);
+        let connector = TlsConnector::from(cfg.tls.rustls_config(tls::ALPN_HTTP1)?);
         Some((connector, tls::server_name(&target.connect_host)?))
     } else {
         None
@@ -162,23 +219,30 @@ async fn connect_tcp(target: &Target) -> Result<TcpStream, Error> {
     Ok(stream)
 }
 
-/// Transport of a client WebSocket from [`connect_any`]: plain TCP for `ws://`, TLS over
-/// TCP for `wss://`.
+/// Transport of a client WebSocket from [`connect_any`] or [`Client`]: plain TCP for
+/// `ws://`, TLS over TCP for `wss://`, or a stream of an HTTP/2 or HTTP/3 connection.
 #[derive(Debug)]
 pub enum ClientStream {
-    /// A `ws://` connection.
+    /// A `ws://` connection over HTTP/1.1.
     Plain(TcpStream),
-    /// A `wss://` connection. Boxed because the TLS state is much larger than a
-    /// `TcpStream`.
+    /// A `wss://` connection over HTTP/1.1. Boxed because the TLS state is much larger
+    /// than a `TcpStream`.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection, over TLS or plain TCP.
+    Http2(Box<Http2Stream>),
+    /// A stream of an HTTP/3 connection over QUIC.
+    Http3(Box<crate::h3::H3Stream>),
 }
 
 impl ClientStream {
-    /// Returns the underlying TCP stream, for addresses and socket options.
-    pub fn tcp(&self) -> &TcpStream {
+    /// Returns the underlying TCP stream, for addresses and socket options, or `None` for
+    /// an HTTP/2 stream, whose connection task owns the TCP stream, and for an HTTP/3
+    /// stream, which runs over UDP.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            ClientStream::Plain(tcp) => tcp,
-            ClientStream::Tls(tls) => tls.get_ref().0,
+            ClientStream::Plain(tcp) => Some(tcp),
+            ClientStream::Tls(tls) => Some(tls.get_ref().0),
+            ClientStream::Http2(_) | ClientStream::Http3(_) => None,
         }
     }
 }
@@ -192,6 +256,8 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_read(cx, buf),
+            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -205,6 +271,8 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_write(cx, buf),
+            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -216,6 +284,8 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -223,6 +293,8 @@ impl AsyncWrite for ClientStream {
         match self {
             ClientStream::Plain(tcp) => tcp.is_write_vectored(),
             ClientStream::Tls(tls) => tls.is_write_vectored(),
+            ClientStream::Http2(http2) => http2.is_write_vectored(),
+            ClientStream::Http3(http3) => http3.is_write_vectored(),
         }
     }
 
@@ -230,6 +302,8 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_flush(cx),
+            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_flush(cx),
         }
     }
 
@@ -237,6 +311,8 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_shutdown(cx),
+            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -267,6 +343,7 @@ where
 {
     let target = Target::parse(url)?;
     target.require_plain(url, "a ws:// URL with a stream that already runs TLS")?;
+    require_http1(cfg.http_version, "client::connect_any or client::Client")?;
     check_headers(&cfg.headers)?;
     with_handshake_timeout(
         url,
@@ -274,6 +351,17 @@ where
         handshake(stream, &target, cfg),
     )
     .await
+}
+
+/// Rejects an HTTP version other than HTTP/1.1 in a function that supports only that,
+/// naming `instead`.
+fn require_http1(version: HttpVersion, instead: &str) -> Result<(), Error> {
+    if version != HttpVersion::Http1 {
+        return Err(Error::UnsupportedHttpVersion(format!(
+            "{version:?} is not supported by this function; use {instead}"
+        )));
+    }
+    Ok(())
 }
 
 /// Rejects headers in `ClientConfig::headers` that the handshake sets itself.

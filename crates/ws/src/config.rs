@@ -66,6 +66,11 @@ pub struct Config {
     /// Action of [`crate::Sender::try_send`] on a full outbound queue.
     /// Default: [`FullPolicy::Close`] with 1013 (try again later).
     pub full_policy: FullPolicy,
+    /// Settings of the HTTP/2 connections that carry WebSockets: those that
+    /// [`crate::server::serve_connection`] and [`crate::server::serve_tls_connection`]
+    /// serve, and those that the client opens with [`crate::client::HttpVersion::Http2`].
+    /// Default: [`Http2Config::default`].
+    pub http2: Http2Config,
 }
 
 impl Default for Config {
@@ -80,6 +85,56 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             outbound_capacity: 256,
             full_policy: FullPolicy::Close(CloseCode::TRY_AGAIN_LATER),
+            http2: Http2Config::default(),
+        }
+    }
+}
+
+/// Settings and limits of one HTTP/2 connection, on either side.
+///
+/// Each WebSocket over HTTP/2 is one stream (RFC 8441), so these bound how many
+/// WebSockets share a connection and how many received bytes wait in memory for them.
+/// A connection buffers at most `initial_connection_window_size` received bytes in all,
+/// and a stream at most `initial_stream_window_size`, until the WebSocket reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Http2Config {
+    /// Maximum number of streams, and so of WebSockets, that the peer may open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`). Default: 128.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream, in bytes (`SETTINGS_INITIAL_WINDOW_SIZE`).
+    /// A WebSocket that does not read stops its peer after this many bytes, without
+    /// slowing the other streams. Default: 256 KiB.
+    pub initial_stream_window_size: u32,
+    /// Flow-control window of the whole connection, in bytes. Default: 4 MiB.
+    pub initial_connection_window_size: u32,
+    /// Largest frame payload this side accepts, in bytes (`SETTINGS_MAX_FRAME_SIZE`,
+    /// 16 KiB to 16 MiB - 1). Default: 16 KiB, the protocol's initial value.
+    pub max_frame_size: u32,
+    /// Largest header list this side accepts, in bytes as HTTP/2 counts them
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`). Default: 16 KiB.
+    pub max_header_list_size: u32,
+    /// Bytes that each stream may queue for sending before writes to it wait. Default:
+    /// 256 KiB.
+    pub max_send_buf_size: usize,
+    /// Interval of the HTTP/2 PING frames that a server sends to check that a connection
+    /// is alive, or `None` for no pings. The client sends none. Default: 30 seconds.
+    pub keep_alive_interval: Option<Duration>,
+    /// Time to wait for the acknowledgement of such a PING before the connection and every
+    /// WebSocket on it are closed. Default: 15 seconds.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 128,
+            initial_stream_window_size: 256 * 1024,
+            initial_connection_window_size: 4 * 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 16 * 1024,
+            max_send_buf_size: 256 * 1024,
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(15),
         }
     }
 }

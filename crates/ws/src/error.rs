@@ -92,15 +92,41 @@ pub enum Error {
     /// hyper failed to hand over the upgraded connection.
     #[error("http upgrade failed: {0}")]
     Upgrade(#[source] hyper::Error),
-    /// The upgraded connection is not the stream type requested from
-    /// `PendingUpgrade::finish` wrapped in `hyper_util::rt::TokioIo`, so the raw stream
-    /// could not be recovered.
+    /// The upgraded stream is not the stream type requested from
+    /// `PendingUpgrade::finish`, so it could not be recovered.
     #[error(
-        "upgraded connection is not the requested stream type: finish a connection served by \
-         serve_connection as TcpStream and one served by serve_tls_connection as \
-         server::TlsStream"
+        "upgraded stream is not the requested stream type: finish HTTP/1.1 upgrades served by \
+         serve_connection as TcpStream, those served by serve_tls_connection as \
+         server::TlsStream, HTTP/2 ones as server::Http2Stream, or any of them as \
+         server::ServerStream"
     )]
     UnsupportedTransport,
+    /// An HTTP/2 connection or stream failed: the handshake, the wait for the server's
+    /// SETTINGS, opening a stream, or its response.
+    #[error("http/2 connection failed: {0}")]
+    Http2(#[source] h2::Error),
+    /// The server did not send `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441), so it
+    /// cannot carry WebSockets over HTTP/2. Contains the server's authority.
+    #[error(
+        "server {0} does not accept WebSockets over HTTP/2: its SETTINGS did not enable \
+         extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL = 1); connect with \
+         HttpVersion::Http1 instead"
+    )]
+    ExtendedConnectDisabled(String),
+    /// A TLS server did not select `h2` over ALPN. Contains the server's authority.
+    #[error(
+        "server {0} did not select HTTP/2 (ALPN h2) in the TLS handshake; connect with \
+         HttpVersion::Http1 instead"
+    )]
+    Http2NotNegotiated(String),
+    /// An HTTP/3 WebSocket could not be opened: QUIC, the HTTP/3 layer, the server's
+    /// SETTINGS (no extended CONNECT), or the WebSocket handshake over it failed.
+    #[error("websocket over HTTP/3 failed: {0}")]
+    Http3(#[from] Box<crate::h3::H3Error>),
+    /// The function called supports only another HTTP version than
+    /// `ClientConfig::http_version`.
+    #[error("unsupported http version: {0}")]
+    UnsupportedHttpVersion(String),
 }
 
 /// An error from [`crate::Sender::try_send`]. Each variant contains the message that was
@@ -122,5 +148,11 @@ impl TrySendError {
         match self {
             TrySendError::Full(message) | TrySendError::Closed(message) => message,
         }
+    }
+}
+
+impl From<crate::h3::H3Error> for Error {
+    fn from(err: crate::h3::H3Error) -> Self {
+        Error::Http3(Box::new(err))
     }
 }

@@ -422,10 +422,8 @@ impl H3Client {
     /// [`H3Error::TlsConfig`] if `tls` is unusable, for example with no trusted roots.
     pub fn new(tls: &ClientTls, handshake_timeout: Duration) -> Result<Self, H3Error> {
         let rustls = tls
-            .rustls_config()
+            .rustls_config(pylon_h3::ALPN)
             .map_err(|error| H3Error::TlsConfig(error.to_string()))?;
-        let mut rustls = (*rustls).clone();
-        rustls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
         let tls = QuicClientConfig::try_from(rustls)
             .map_err(|error| H3Error::TlsConfig(error.to_string()))?;
         Ok(Self {
@@ -551,6 +549,20 @@ impl H3Client {
         url: &str,
         config: &ClientConfig,
     ) -> Result<(WebSocket<H3Stream>, Response<()>), H3Error> {
+        self.connect_wrapped(url, config, |tunnel| tunnel).await
+    }
+
+    /// Works like [`H3Client::connect`], with the tunnel wrapped by `wrap` before the
+    /// WebSocket takes it, so that [`crate::client::ClientStream`] can carry it.
+    pub(crate) async fn connect_wrapped<S>(
+        &self,
+        url: &str,
+        config: &ClientConfig,
+        wrap: impl FnOnce(H3Stream) -> S,
+    ) -> Result<(WebSocket<S>, Response<()>), H3Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let offer = ClientRequest::new(config.protocols.clone()).with_deflate(config.compression);
         let mut headers = offer.connect_headers()?;
         for (name, value) in &config.headers {
@@ -560,7 +572,7 @@ impl H3Client {
         let negotiated = offer.verify_connect(response.status(), response.headers())?;
         let mut ws_config = config.ws.clone();
         ws_config.proto.deflate = negotiated.deflate;
-        let mut ws = WebSocket::from_raw(tunnel, Role::Client, ws_config, Bytes::new());
+        let mut ws = WebSocket::from_raw(wrap(tunnel), Role::Client, ws_config, Bytes::new());
         ws.set_protocol(negotiated.protocol);
         Ok((ws, response))
     }

@@ -8,8 +8,10 @@
 //!   timeouts, and coalesced writes. It implements `Stream` and `Sink<Message>`.
 //! - [`Sender`] is a cloneable handle to a bounded outbound queue, for writing to a
 //!   connection from other tasks, with a [`FullPolicy`] for slow peers.
-//! - [`server`] accepts upgrades in a hyper HTTP/1.1 server.
-//! - [`client`] connects to `ws://` and `wss://` URLs.
+//! - [`server`] accepts WebSocket handshakes in a hyper server, over HTTP/1.1 upgrades and
+//!   HTTP/2 extended CONNECT (RFC 8441), with TLS and ALPN or over plain TCP.
+//! - [`client`] connects to `ws://` and `wss://` URLs over HTTP/1.1 or HTTP/2, and
+//!   [`client::Client`] shares one HTTP/2 connection per origin.
 //! - [`tls`] builds rustls settings: server certificates from PEM files, self-signed
 //!   development certificates, and the client's trusted CA certificates.
 //!
@@ -42,7 +44,7 @@ pub mod server;
 mod socket;
 pub mod tls;
 
-pub use config::{Config, FullPolicy};
+pub use config::{Config, FullPolicy, Http2Config};
 pub use error::{Error, TrySendError};
 pub use outbound::Sender;
 pub use pylon_proto::{
@@ -66,5 +68,8 @@ mod tests {
         assert_send::<server::PendingUpgrade>();
         assert_send::<WebSocket<server::TlsStream>>();
         assert_send::<WebSocket<client::ClientStream>>();
+        assert_send::<WebSocket<server::ServerStream>>();
+        assert_send::<WebSocket<server::Http2Stream>>();
+        assert_send_sync::<client::Client>();
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! TLS runs on rustls 0.23 with the ring crypto provider. ring builds with the `cc` crate
 //! alone, while aws-lc-rs, the rustls default, may also need CMake, so ring keeps the
-//! build requirements of the workspace as they are. Only HTTP/1.1 is offered over ALPN.
+//! build requirements of the workspace as they are. Servers offer `h2` and `http/1.1` over
+//! ALPN, and clients offer the one protocol that `ClientConfig::http_version` selects.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,8 +24,11 @@ use crate::Error;
 
 mod reload;
 
-/// ALPN protocol offered and accepted on TLS connections.
-const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// ALPN protocol ID of HTTP/1.1.
+pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// ALPN protocol ID of HTTP/2 over TLS.
+pub(crate) const ALPN_HTTP2: &[u8] = b"h2";
 
 /// Host names and addresses that [`self_signed_localhost`] puts in the certificate.
 pub const LOCALHOST_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -72,7 +76,8 @@ pub fn read_key_pem(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 }
 
 /// Builds a rustls server configuration that presents `cert_chain` (leaf first) signed by
-/// `key`, requests no client certificate and offers ALPN `http/1.1` only.
+/// `key`, requests no client certificate and offers ALPN `h2` and `http/1.1`, in that order of
+/// preference.
 ///
 /// # Errors
 ///
@@ -93,13 +98,13 @@ pub fn server_config(
                  certificate): {err}"
             ))
         })?;
-    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    config.alpn_protocols = vec![ALPN_HTTP2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }
 
 /// Builds a rustls server configuration that gets the certificate of each handshake from
 /// `resolver`, such as a [`ReloadableCert`], requests no client certificate and offers
-/// ALPN `http/1.1` only.
+/// ALPN `h2` and `http/1.1`, like [`server_config`].
 ///
 /// # Errors
 ///
@@ -113,7 +118,7 @@ pub fn server_config_with_resolver(
         .map_err(|err| Error::TlsConfig(err.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    config.alpn_protocols = vec![ALPN_HTTP2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -242,11 +247,11 @@ impl ClientTls {
         Ok(())
     }
 
-    /// Builds the rustls client configuration, with ALPN `http/1.1`.
+    /// Builds the rustls client configuration, offering the ALPN protocol ID `alpn`.
     ///
     /// NOTE: this builds the root store on every call, so each `wss://` connect pays for
     /// it. The cost has not been measured.
-    pub(crate) fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+    pub(crate) fn rustls_config(&self, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -279,7 +284,7 @@ impl ClientTls {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(config))
     }
 }

@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use pylon_ws::client::ClientConfig;
+use pylon_ws::client::{Client, ClientConfig, ClientStream, HttpVersion, connect_any};
 use pylon_ws::h3::{self, H3Client, H3Connection, H3Error};
 use pylon_ws::server::ServerConfig;
 use pylon_ws::tls::{self, ClientTls};
@@ -23,6 +24,8 @@ struct TestServer {
     tls: ClientTls,
     /// The outcome of each server-side WebSocket: its path and whether it ended cleanly.
     outcomes: mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+    /// QUIC connections accepted so far.
+    connections: Arc<AtomicUsize>,
 }
 
 /// Starts an HTTP/3 WebSocket server on loopback that echoes `/ws/echo` and responds 404
@@ -39,8 +42,11 @@ fn start_server() -> TestServer {
     let (sender, outcomes) = mpsc::unbounded_channel();
     let config = Arc::new(ServerConfig::default());
     let timeout = config.ws.handshake_timeout;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let config = Arc::clone(&config);
             let sender = sender.clone();
             tokio::spawn(async move {
@@ -85,6 +91,7 @@ fn start_server() -> TestServer {
         addr,
         tls,
         outcomes,
+        connections,
     }
 }
 
@@ -153,6 +160,54 @@ async fn connect_h3_opens_one_websocket() {
     ws.send(Message::text("hello")).await.unwrap();
     let reply = next_message(&mut ws).await;
     assert_eq!(reply, Message::text("hello"));
+}
+
+#[tokio::test]
+async fn generic_client_pools_http3() {
+    let server = start_server();
+    let client = Client::new(ClientConfig {
+        http_version: HttpVersion::Http3,
+        ..client_config(&server)
+    });
+    let mut sockets = Vec::new();
+    for index in 0..3 {
+        let (mut ws, response) = client.connect(&url(&server, "/ws/echo")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = format!("pooled {index}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let reply = tokio::time::timeout(TIMEOUT, ws.recv()).await.unwrap();
+        assert_eq!(reply.unwrap().unwrap(), Message::text(text));
+        assert!(matches!(ws.get_ref(), ClientStream::Http3(_)));
+        sockets.push(ws);
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    for mut ws in sockets {
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn connect_any_over_http3() {
+    let server = start_server();
+    let config = ClientConfig {
+        http_version: HttpVersion::Http3,
+        ..client_config(&server)
+    };
+    let (mut ws, _) = connect_any(&url(&server, "/ws/echo"), config.clone())
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+    let reply = tokio::time::timeout(TIMEOUT, ws.recv()).await.unwrap();
+    assert_eq!(reply.unwrap().unwrap(), Message::binary(vec![7u8; 100_000]));
+    ws.close(CloseCode::NORMAL, "done").await.unwrap();
+
+    let plain = format!("ws://localhost:{}/ws/echo", server.addr.port());
+    let err = connect_any(&plain, config).await.unwrap_err();
+    assert!(matches!(err, pylon_ws::Error::Http3(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("HTTP/3 always runs over TLS"),
+        "{err}"
+    );
 }
 
 /// Sends a CONNECT through the HTTP/3 layer directly, to build requests that the

@@ -11,9 +11,9 @@ use http::header::HeaderValue;
 use pylon_ws::h3::{H3Connection, H3Error, H3Request};
 use pylon_ws::tls::TlsAcceptor;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, debug_span, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Endpoint, Node, spawn_socket};
+use super::{Endpoint, H3, Node, socket_span, spawn_socket};
 
 /// How long closing the QUIC endpoint waits for peers to acknowledge the close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -153,14 +153,10 @@ async fn serve_request(node: Arc<Node>, request: H3Request) {
     match request.accept(config).await {
         Ok(ws) => {
             count_request(&node, route, StatusCode::OK);
-            node.metrics
-                .transport_connections
-                .with_label_values(&[endpoint.label(), "h3"])
-                .inc();
             let conn_id = node.next_conn_id.fetch_add(1, Ordering::Relaxed);
-            let span = debug_span!("ws", conn_id, endpoint = endpoint.label(), transport = "h3");
+            let span = socket_span::<H3>(conn_id, endpoint);
             let upgraded = std::future::ready(Ok::<_, pylon_ws::Error>(ws));
-            spawn_socket(span, node, conn_id, endpoint, upgraded);
+            spawn_socket::<_, H3>(span, node, conn_id, endpoint, upgraded);
         }
         Err(H3Error::Handshake(error)) => {
             count_request(&node, route, error.status());

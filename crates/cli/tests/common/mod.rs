@@ -242,3 +242,20 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> (ExitStatus
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Fetches `/metrics` over HTTPS with Python's standard library, skipping verification
+/// of the self-signed certificate.
+pub fn fetch_metrics_tls(server: &Server) -> String {
+    let script = format!(
+        "import ssl, urllib.request\n\
+         context = ssl._create_unverified_context()\n\
+         print(urllib.request.urlopen('https://127.0.0.1:{}/metrics', context=context, timeout=10).read().decode())",
+        server.addr.port()
+    );
+    let (status, output) = run_with_timeout(
+        Command::new(python()).args(["-c", &script]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "fetching /metrics failed:\n{output}");
+    output
+}
