@@ -1,6 +1,7 @@
 //! `pylon serve`: one node serving the web pages, the WebSocket endpoints, health checks and
-//! metrics on one listener, over HTTP/1.1 and HTTP/2 (ALPN `h2` with TLS, prior knowledge
-//! without).
+//! metrics on one TCP listener, over HTTP/1.1 and HTTP/2 (ALPN `h2` with TLS, prior
+//! knowledge without), and with TLS also the WebSocket endpoints over HTTP/3 on the same
+//! port number over UDP.
 
 mod h3;
 
@@ -24,7 +25,7 @@ use pylon_ws::tls::{ReloadableCert, TlsAcceptor};
 use pylon_ws::{CloseCode, FullPolicy, Message, Sender, TrySendError, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::{Instrument, Span, debug, debug_span, info, info_span, warn};
 
 use crate::ServeArgs;
@@ -43,6 +44,9 @@ struct Node {
     echo_ws: ServerConfig,
     /// False once the node drains, so `/readyz` takes it out of a load balancer.
     ready: AtomicBool,
+    /// Turns true when the node drains, which shuts HTTP connections down gracefully:
+    /// GOAWAY on HTTP/2, and no further keep-alive requests on HTTP/1.1.
+    draining: watch::Sender<bool>,
     next_conn_id: AtomicU64,
     /// Outbound handles of every open WebSocket, used to close them all on shutdown.
     sockets: Mutex<HashMap<u64, Sender>>,
@@ -81,6 +85,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         chat_ws,
         echo_ws,
         ready: AtomicBool::new(true),
+        draining: watch::channel(false).0,
         next_conn_id: AtomicU64::new(1),
         sockets: Mutex::new(HashMap::new()),
         socket_closed: Notify::new(),
@@ -253,16 +258,24 @@ async fn accept_loop(node: &Arc<Node>, listener: TcpListener, tls: Option<TlsAcc
 
 async fn serve_tcp(node: Arc<Node>, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let config = node.echo_ws.ws.clone();
+    let mut draining = node.draining.subscribe();
     let is_tls = tls.is_some();
     let service = service_fn(move |req| {
         let node = Arc::clone(&node);
         async move { Ok::<_, Infallible>(route(node, req, is_tls).await) }
     });
+    let shutdown = async move {
+        // An error means the node is gone, which also ends the connection.
+        let _ = draining.wait_for(|draining| *draining).await;
+    };
     let result = match tls {
         Some(acceptor) => {
-            pylon_ws::server::serve_tls_connection(stream, &acceptor, service, &config).await
+            pylon_ws::server::serve_tls_connection_until(
+                stream, &acceptor, service, &config, shutdown,
+            )
+            .await
         }
-        None => pylon_ws::server::serve_connection(stream, service, &config).await,
+        None => pylon_ws::server::serve_connection_until(stream, service, &config, shutdown).await,
     };
     if let Err(error) = result {
         debug!(%error, "HTTP connection ended with an error");
@@ -297,6 +310,7 @@ async fn shutdown_signal() -> &'static str {
 /// for the close handshakes to finish.
 async fn drain(node: &Node, timeout: Duration) {
     node.ready.store(false, Ordering::SeqCst);
+    node.draining.send_replace(true);
     let senders: Vec<Sender> = lock(&node.sockets).values().cloned().collect();
     info!(
         open = senders.len(),

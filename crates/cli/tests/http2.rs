@@ -317,3 +317,56 @@ async fn metrics_count_websockets_by_transport() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn drain_sends_goaway_to_http2_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &["--drain-timeout", "8"]);
+
+    // A WebSocket client that never answers the close frame keeps the node draining for
+    // up to the close timeout, so the HTTP/2 connection must end before the process does.
+    let mut stuck = TcpStream::connect(server.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /ws/echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, upgrade.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut stuck, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::builder()
+        .uri(format!("http://{}/healthz", server.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within("GET before drain", sender.send_request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let pid = server.pid().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let ended = within("HTTP/2 connection end after GOAWAY", connection)
+        .await
+        .unwrap();
+    assert!(ended.is_ok(), "HTTP/2 connection failed: {ended:?}");
+    assert!(
+        server.is_running(),
+        "the node exited before its HTTP/2 connection was shut down"
+    );
+    drop(stuck);
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "pylon exited with {status}");
+}

@@ -290,6 +290,32 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_connection_until(stream, svc, cfg, std::future::pending()).await
+}
+
+/// Serves one accepted TCP connection like [`serve_connection`], and shuts it down
+/// gracefully once `shutdown` completes: HTTP/2 sends GOAWAY, accepts no new streams and
+/// ends after its open streams (WebSockets included) have ended, and HTTP/1.1 ends after
+/// the response in progress. WebSockets upgraded from HTTP/1.1 no longer belong to the
+/// connection and are not affected.
+///
+/// # Errors
+///
+/// The errors of [`serve_connection`].
+pub async fn serve_connection_until<Svc, B>(
+    stream: TcpStream,
+    svc: Svc,
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
+where
+    Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    Svc::Error: Into<Box<dyn StdError + Send + Sync>>,
+    Svc::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     set_nodelay(&stream);
     let is_http2 =
         match tokio::time::timeout(cfg.handshake_timeout, starts_with_preface(&stream)).await {
@@ -301,9 +327,9 @@ where
         };
     if is_http2 {
         tracing::debug!("serving HTTP/2 with prior knowledge");
-        serve_http2(stream, svc, cfg).await
+        serve_http2(stream, svc, cfg, shutdown).await
     } else {
-        serve_http1(stream, svc, cfg).await
+        serve_http1(stream, svc, cfg, shutdown).await
     }
     .map_err(Error::Http)
 }
@@ -360,6 +386,31 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_tls_connection_until(stream, acceptor, svc, cfg, std::future::pending()).await
+}
+
+/// Serves one accepted TCP connection over TLS like [`serve_tls_connection`], and shuts it
+/// down gracefully once `shutdown` completes, as [`serve_connection_until`] does. A
+/// shutdown during the TLS handshake does not cut the handshake short.
+///
+/// # Errors
+///
+/// The errors of [`serve_tls_connection`].
+pub async fn serve_tls_connection_until<Svc, B>(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    svc: Svc,
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
+where
+    Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    Svc::Error: Into<Box<dyn StdError + Send + Sync>>,
+    Svc::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     set_nodelay(&stream);
     let tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
@@ -369,9 +420,9 @@ where
     let is_http2 = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_HTTP2);
     if is_http2 {
         tracing::debug!("serving HTTP/2 over TLS (ALPN h2)");
-        serve_http2(tls, svc, cfg).await
+        serve_http2(tls, svc, cfg, shutdown).await
     } else {
-        serve_http1(tls, svc, cfg).await
+        serve_http1(tls, svc, cfg, shutdown).await
     }
     .map_err(Error::Http)
 }
@@ -382,7 +433,12 @@ fn set_nodelay(stream: &TcpStream) {
     }
 }
 
-async fn serve_http1<S, Svc, B>(stream: S, svc: Svc, cfg: &Config) -> Result<(), hyper::Error>
+async fn serve_http1<S, Svc, B>(
+    stream: S,
+    svc: Svc,
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
@@ -390,20 +446,31 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.handshake_timeout)
         .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades()
-        .await
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = shutdown => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Serves HTTP/2 with `cfg.http2` and the extended CONNECT protocol enabled.
 ///
 /// NOTE: an HTTP/2 connection with no open stream stays open as long as the client
 /// acknowledges keep-alive PINGs, because hyper (1.13) has no idle timeout for HTTP/2.
-async fn serve_http2<S, Svc, B>(stream: S, svc: Svc, cfg: &Config) -> Result<(), hyper::Error>
+async fn serve_http2<S, Svc, B>(
+    stream: S,
+    svc: Svc,
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
@@ -426,5 +493,12 @@ where
         .max_send_buf_size(settings.max_send_buf_size)
         .keep_alive_interval(settings.keep_alive_interval)
         .keep_alive_timeout(settings.keep_alive_timeout);
-    builder.serve_connection(TokioIo::new(stream), svc).await
+    let mut connection = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), svc));
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = shutdown => {}
+    }
+    tracing::debug!("sending GOAWAY: the server is shutting down");
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
