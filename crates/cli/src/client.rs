@@ -51,7 +51,9 @@ pub(crate) struct ClientArgs {
     #[arg(long)]
     insecure: bool,
 
-    /// Send each line as a binary message instead of a text message.
+    /// Send each line as a binary message instead of a text message. Lines are sent as
+    /// read, so they may contain bytes that are not UTF-8; in text mode such a line is
+    /// skipped with a warning.
     #[arg(long)]
     binary: bool,
 
@@ -88,6 +90,7 @@ enum Http {
 /// error if the connection ended abnormally.
 pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let config = client_config(&args)?;
+    let line_limit = config.ws.proto.limits.max_message_size;
     let (ws, _response) = connect_any(&args.url, config)
         .await
         .with_context(|| format!("failed to connect to {}", args.url))?;
@@ -107,7 +110,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
         let _ = write!(status, ", compression {}", deflate.params);
     }
     eprintln!("{status}");
-    session(ws, &args).await
+    session(ws, &args, line_limit).await
 }
 
 fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {
@@ -154,14 +157,22 @@ fn parse_header(header: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
     Ok((name, value))
 }
 
-async fn session<S>(mut ws: WebSocket<S>, args: &ClientArgs) -> anyhow::Result<()>
+/// Sends the stdin lines, or the `--execute` messages, and prints what arrives. A stdin
+/// line longer than `line_limit` bytes is skipped with a warning, so that a stream
+/// without newlines cannot make the client buffer without bound.
+async fn session<S>(
+    mut ws: WebSocket<S>,
+    args: &ClientArgs,
+    line_limit: usize,
+) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stdout = tokio::io::stdout();
     if !args.execute.is_empty() {
         for text in &args.execute {
-            ws.send(outgoing(text, args.binary)).await?;
+            ws.send(outgoing(text.clone().into_bytes(), args.binary)?)
+                .await?;
         }
         let wait = Duration::try_from_secs_f64(args.wait).with_context(|| {
             format!(
@@ -183,13 +194,29 @@ where
         return finish(ws, &mut stdout, args).await;
     }
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = LineReader::new(tokio::io::stdin(), line_limit);
+    let mut line_number = 0u64;
     loop {
         tokio::select! {
-            line = lines.next_line() => match line.context("failed to read stdin")? {
-                Some(line) => ws.send(outgoing(&line, args.binary)).await?,
-                None => break,
-            },
+            line = lines.next_line() => {
+                let Some(line) = line.context("failed to read stdin")? else {
+                    break;
+                };
+                line_number += 1;
+                match line {
+                    StdinLine::Complete(bytes) => match outgoing(bytes, args.binary) {
+                        Ok(message) => ws.send(message).await?,
+                        Err(error) => eprintln!(
+                            "skipped stdin line {line_number}: it is not valid UTF-8 ({error}); \
+                             pass --binary to send lines as binary messages"
+                        ),
+                    },
+                    StdinLine::TooLong(len) => eprintln!(
+                        "skipped stdin line {line_number}: its {len} bytes exceed the limit of \
+                         {line_limit} bytes"
+                    ),
+                }
+            }
             item = ws.recv() => match item {
                 Some(item) => print_message(&mut stdout, item?, args).await?,
                 None => return Ok(()),
@@ -199,11 +226,87 @@ where
     finish(ws, &mut stdout, args).await
 }
 
-fn outgoing(line: &str, binary: bool) -> Message {
+/// Builds the message for one line: binary as it is, or text if it is valid UTF-8.
+fn outgoing(line: Vec<u8>, binary: bool) -> Result<Message, std::string::FromUtf8Error> {
     if binary {
-        Message::binary(line.as_bytes().to_vec())
+        Ok(Message::binary(line))
     } else {
-        Message::text(line.to_owned())
+        String::from_utf8(line).map(Message::text)
+    }
+}
+
+/// One line of stdin, without its line ending (`\n` or `\r\n`).
+#[derive(Debug, PartialEq, Eq)]
+enum StdinLine {
+    Complete(Vec<u8>),
+    /// A line longer than the limit, whose bytes were read and discarded, with its
+    /// length.
+    TooLong(usize),
+}
+
+/// Splits a byte stream into lines of at most `limit` bytes.
+///
+/// `next_line` is cancel safe, so it can be a branch of `tokio::select!`: the part of a
+/// line read so far stays in `pending`.
+struct LineReader<R> {
+    reader: BufReader<R>,
+    limit: usize,
+    /// The bytes of the current line read so far.
+    pending: Vec<u8>,
+    /// The bytes of the current line discarded so far, once it exceeded `limit`.
+    discarded: usize,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        Self {
+            reader: BufReader::new(reader),
+            limit,
+            pending: Vec::new(),
+            discarded: 0,
+        }
+    }
+
+    /// Returns the next line, or `None` at the end of the input. A last line without a
+    /// line ending is returned too.
+    async fn next_line(&mut self) -> std::io::Result<Option<StdinLine>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                if self.discarded > 0 {
+                    return Ok(Some(StdinLine::TooLong(std::mem::take(
+                        &mut self.discarded,
+                    ))));
+                }
+                if self.pending.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(StdinLine::Complete(std::mem::take(&mut self.pending))));
+            }
+            let newline = available.iter().position(|&byte| byte == b'\n');
+            let part = &available[..newline.unwrap_or(available.len())];
+            if self.discarded > 0 || self.pending.len() + part.len() > self.limit {
+                self.discarded += self.pending.len() + part.len();
+                self.pending = Vec::new();
+            } else {
+                self.pending.extend_from_slice(part);
+            }
+            let consumed = part.len() + usize::from(newline.is_some());
+            self.reader.consume(consumed);
+            if newline.is_none() {
+                continue;
+            }
+            if self.discarded > 0 {
+                return Ok(Some(StdinLine::TooLong(std::mem::take(
+                    &mut self.discarded,
+                ))));
+            }
+            let mut line = std::mem::take(&mut self.pending);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(StdinLine::Complete(line)));
+        }
     }
 }
 
@@ -275,4 +378,62 @@ async fn print_message(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(input: &[u8], limit: usize) -> Vec<StdinLine> {
+        let mut reader = LineReader::new(input, limit);
+        let mut lines = Vec::new();
+        while let Some(line) = reader.next_line().await.unwrap() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    fn complete(bytes: &[u8]) -> StdinLine {
+        StdinLine::Complete(bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn lines_keep_bytes_that_are_not_utf8() {
+        let lines = read_all(b"a\xff\xfe\r\n\nlast", 100).await;
+        assert_eq!(
+            lines,
+            [complete(b"a\xff\xfe"), complete(b""), complete(b"last")]
+        );
+    }
+
+    #[tokio::test]
+    async fn overlong_lines_are_discarded() {
+        let mut input = vec![b'x'; 10_000];
+        input.extend_from_slice(b"\nshort\n");
+        input.extend_from_slice(&[b'y'; 11]);
+        let lines = read_all(&input, 10).await;
+        assert_eq!(
+            lines,
+            [
+                StdinLine::TooLong(10_000),
+                complete(b"short"),
+                StdinLine::TooLong(11)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn line_at_limit_is_complete() {
+        let lines = read_all(b"0123456789\n", 10).await;
+        assert_eq!(lines, [complete(b"0123456789")]);
+    }
+
+    #[test]
+    fn text_lines_must_be_utf8() {
+        assert!(outgoing(b"\xff".to_vec(), false).is_err());
+        assert_eq!(
+            outgoing(b"\xff".to_vec(), true).unwrap(),
+            Message::binary(vec![0xff])
+        );
+    }
 }

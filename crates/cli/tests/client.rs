@@ -14,6 +14,11 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `pylon client` with `args`, writes `input` to its stdin and closes it, and returns
 /// its output. Fails the test if it runs longer than 30 seconds.
 fn run_client(args: &[&str], input: &str) -> Output {
+    run_client_with_bytes(args, input.as_bytes())
+}
+
+/// Runs `pylon client` like [`run_client`], with stdin bytes that need not be UTF-8.
+fn run_client_with_bytes(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pylon"))
         .arg("client")
         .args(args)
@@ -22,12 +27,7 @@ fn run_client(args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let deadline = Instant::now() + RUN_TIMEOUT;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -73,6 +73,28 @@ fn binary_lines_print_as_hex() {
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(stdout_of(&output), "[binary, 2 bytes] 4142\n");
     assert!(!stderr_of(&output).contains("compression"));
+}
+
+#[test]
+fn stdin_bytes_that_are_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url("/ws/echo");
+
+    let output = run_client_with_bytes(&[&url, "--binary"], b"A\xff\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "[binary, 2 bytes] 41ff\n");
+
+    // In text mode the line is skipped and the session goes on to a normal close.
+    let output = run_client_with_bytes(&[&url], b"first\n\xff\xfe\nafter\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "first\nafter\n");
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("skipped stdin line 2: it is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("close code 1000"), "{stderr}");
 }
 
 #[test]

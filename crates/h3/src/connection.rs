@@ -39,6 +39,12 @@ pub struct Config {
     /// How many parsed requests a server queues before it stops reading new ones until
     /// the application accepts some.
     pub max_queued_requests: usize,
+    /// How long a server keeps a connection open while no request is in progress: none
+    /// whose headers are being read, none queued, and no request stream or tunnel held
+    /// by the application. The connection is then closed with H3_NO_ERROR. RFC 9114
+    /// section 5.1 permits servers to close idle connections, and QUIC keep-alives would
+    /// otherwise hold such a connection open for good. `None` keeps it open.
+    pub idle_connection_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -49,6 +55,7 @@ impl Default for Config {
             settings_timeout: Duration::from_secs(10),
             request_header_timeout: Duration::from_secs(10),
             max_queued_requests: 64,
+            idle_connection_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -83,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) going_away: AtomicBool,
     /// The largest request stream ID the server accepted, plus 4; 0 before any.
     pub(crate) next_request_id: AtomicU64,
+    /// The number of request streams in progress on a server, counted by
+    /// [`RequestGuard`].
+    pub(crate) open_requests: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -141,6 +151,56 @@ impl Drop for Liveness {
     }
 }
 
+/// Counts one request stream of a server in [`Shared::open_requests`], from its
+/// acceptance until the request is rejected or the application drops the last handle of
+/// it (the request stream or its tunnel).
+pub(crate) struct RequestGuard {
+    shared: Arc<Shared>,
+}
+
+impl RequestGuard {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        shared.open_requests.send_modify(|count| *count += 1);
+        Self {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.shared
+            .open_requests
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// Closes a server connection with H3_NO_ERROR once no request has been in progress for
+/// `timeout`. Returns when the connection closes.
+pub(crate) async fn close_when_idle(shared: Arc<Shared>, timeout: Duration) {
+    let mut open_requests = shared.open_requests.subscribe();
+    loop {
+        tokio::select! {
+            // The sender is a field of `shared`, which this task holds, so it cannot close.
+            _ = open_requests.wait_for(|count| *count == 0) => {}
+            _ = shared.quic.closed() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => {
+                debug!(
+                    remote = %shared.quic.remote_address(),
+                    ?timeout,
+                    "closing HTTP/3 connection: no request in progress"
+                );
+                shared.quic.close(Code::H3_NO_ERROR.into(), b"idle");
+                return;
+            }
+            _ = open_requests.changed() => {}
+            _ = shared.quic.closed() => return,
+        }
+    }
+}
+
 /// Opens the local control stream with SETTINGS and the two QPACK streams, and starts the
 /// task that reads the peer's unidirectional streams.
 pub(crate) async fn start(
@@ -177,6 +237,7 @@ pub(crate) async fn start(
         peer_streams: Mutex::new(PeerStreams::default()),
         going_away: AtomicBool::new(false),
         next_request_id: AtomicU64::new(0),
+        open_requests: watch::Sender::new(0),
     });
     tokio::spawn(accept_uni_streams(Arc::clone(&shared)));
     Ok(shared)

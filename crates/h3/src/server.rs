@@ -8,7 +8,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::connection::{self, Config, Liveness, Role, Shared};
+use crate::connection::{self, Config, Liveness, RequestGuard, Role, Shared};
 use crate::error::{Code, Error, ProtocolError};
 use crate::frame;
 use crate::headers;
@@ -40,6 +40,7 @@ pub struct RequestStream {
     recv: RecvStream,
     shared: Arc<Shared>,
     liveness: Arc<Liveness>,
+    guard: RequestGuard,
 }
 
 impl std::fmt::Debug for RequestStream {
@@ -63,6 +64,9 @@ impl ServerConnection {
         let shared = connection::start(quic, Role::Server, config).await?;
         let (sender, requests) = mpsc::channel(queue);
         let liveness = Liveness::new(&shared.quic);
+        if let Some(timeout) = shared.config.idle_connection_timeout {
+            tokio::spawn(connection::close_when_idle(Arc::clone(&shared), timeout));
+        }
         tokio::spawn(accept_requests(
             Arc::clone(&shared),
             Arc::downgrade(&liveness),
@@ -119,11 +123,12 @@ async fn accept_requests(
             continue;
         }
         shared.next_request_id.fetch_max(id + 4, Ordering::SeqCst);
+        let guard = RequestGuard::new(&shared);
         tokio::spawn(read_request(
             Arc::clone(&shared),
             liveness.clone(),
-            send,
-            recv,
+            (send, recv),
+            guard,
             sender.clone(),
         ));
     }
@@ -133,8 +138,8 @@ async fn accept_requests(
 async fn read_request(
     shared: Arc<Shared>,
     liveness: Weak<Liveness>,
-    mut send: SendStream,
-    mut recv: RecvStream,
+    (mut send, mut recv): (SendStream, RecvStream),
+    guard: RequestGuard,
     sender: mpsc::Sender<IncomingRequest>,
 ) {
     let timeout = shared.config.request_header_timeout;
@@ -157,6 +162,7 @@ async fn read_request(
                 recv,
                 shared: Arc::clone(&shared),
                 liveness,
+                guard,
             };
             // The receiver is gone only when the application dropped the connection.
             let _ = sender.send(IncomingRequest { request, stream }).await;
@@ -256,6 +262,7 @@ impl RequestStream {
     /// Turns the stream into a tunnel of DATA frames, after a 2xx response to CONNECT.
     pub fn into_tunnel(self) -> H3Stream {
         H3Stream::new(self.send, self.recv, self.shared, self.liveness)
+            .with_request_guard(self.guard)
     }
 
     /// Resets the stream in both directions with `code`.

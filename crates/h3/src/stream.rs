@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connection::{Liveness, Shared};
+use crate::connection::{Liveness, RequestGuard, Shared};
 use crate::error::{Code, ProtocolError};
 use crate::{frame, varint};
 
@@ -29,6 +29,8 @@ pub struct H3Stream {
     recv: RecvStream,
     shared: Arc<Shared>,
     _liveness: Arc<Liveness>,
+    /// On a server, counts the tunnel as a request in progress.
+    _request_guard: Option<RequestGuard>,
     /// Bytes of the frame header being read.
     read_header: [u8; MAX_HEADER],
     read_header_len: usize,
@@ -57,6 +59,7 @@ impl H3Stream {
             recv,
             shared,
             _liveness: liveness,
+            _request_guard: None,
             read_header: [0; MAX_HEADER],
             read_header_len: 0,
             data_left: 0,
@@ -67,6 +70,11 @@ impl H3Stream {
             write_header_sent: 0,
             write_left: 0,
         }
+    }
+
+    pub(crate) fn with_request_guard(mut self, guard: RequestGuard) -> Self {
+        self._request_guard = Some(guard);
+        self
     }
 
     /// Returns the QUIC stream ID.

@@ -64,13 +64,12 @@ fn client_endpoint(certificate: &Certificate) -> quinn::Endpoint {
 }
 
 /// Echoes every tunnel opened with `:protocol = echo`; other requests get 400.
-async fn serve_echo(endpoint: quinn::Endpoint) {
+async fn serve_echo(endpoint: quinn::Endpoint, config: Config) {
     while let Some(incoming) = endpoint.accept().await {
+        let config = config.clone();
         tokio::spawn(async move {
             let Ok(quic) = incoming.await else { return };
-            let mut server = ServerConnection::new(quic, Config::default())
-                .await
-                .unwrap();
+            let mut server = ServerConnection::new(quic, config).await.unwrap();
             while let Some(IncomingRequest {
                 request,
                 mut stream,
@@ -117,10 +116,14 @@ struct Setup {
 }
 
 fn start_echo() -> Setup {
+    start_echo_with(Config::default())
+}
+
+fn start_echo_with(config: Config) -> Setup {
     let certificate = certificate();
     let server = server_endpoint(&certificate);
     let addr = server.local_addr().unwrap();
-    tokio::spawn(serve_echo(server));
+    tokio::spawn(serve_echo(server, config));
     Setup {
         addr,
         client: client_endpoint(&certificate),
@@ -814,4 +817,74 @@ async fn dropping_every_handle_closes_connection() {
         }
         other => panic!("connection closed with {other}"),
     }
+}
+
+fn application_code(error: &quinn::ConnectionError) -> Option<u64> {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn idle_connection_closed_only_without_requests() {
+    let idle_timeout = Duration::from_millis(300);
+    let setup = start_echo_with(Config {
+        idle_connection_timeout: Some(idle_timeout),
+        ..Config::default()
+    });
+
+    // A connection that never sends a request is closed with H3_NO_ERROR.
+    let started = tokio::time::Instant::now();
+    let idle = ClientConnection::new(quic_connect(&setup).await, Config::default())
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(TIMEOUT, idle.quic().closed())
+        .await
+        .unwrap();
+    assert_eq!(application_code(&error), Some(0x100), "{error}");
+    assert!(started.elapsed() >= idle_timeout, "{:?}", started.elapsed());
+
+    // An open tunnel keeps its connection open past the timeout.
+    let busy = ClientConnection::new(quic_connect(&setup).await, Config::default())
+        .await
+        .unwrap();
+    let mut tunnel = open_echo(&busy, "/a").await;
+    tokio::time::sleep(idle_timeout * 3).await;
+    assert!(busy.quic().close_reason().is_none());
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    // Once the tunnel ends on both sides, the connection is idle and is closed.
+    tunnel.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    drop(tunnel);
+    let error = tokio::time::timeout(TIMEOUT, busy.quic().closed())
+        .await
+        .unwrap();
+    assert_eq!(application_code(&error), Some(0x100), "{error}");
+}
+
+#[tokio::test]
+async fn request_awaiting_headers_keeps_connection_open() {
+    let idle_timeout = Duration::from_millis(300);
+    let setup = start_echo_with(Config {
+        idle_connection_timeout: Some(idle_timeout),
+        request_header_timeout: Duration::from_secs(1),
+        ..Config::default()
+    });
+    let raw = RawClient::connect(&setup).await;
+    let _control = raw.valid_control().await;
+    // A HEADERS frame header that announces more bytes than are sent.
+    let (_send, mut recv) = raw.request(&[0x01, 0x10, 0x00]).await;
+    tokio::time::sleep(idle_timeout * 2).await;
+    assert!(raw.quic.close_reason().is_none());
+    // The request is reset when its header timeout passes, and the idle timeout then
+    // closes the connection.
+    assert_eq!(reset_code(&mut recv).await, 0x10d);
+    assert_eq!(raw.closed_with().await, 0x100);
 }

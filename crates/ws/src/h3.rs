@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use pylon_h3::{ClientConnection, IncomingRequest, Protocol, RequestStream, ServerConnection};
+use pylon_h3::{
+    ClientConnection, Code, IncomingRequest, Protocol, RequestStream, ServerConnection,
+};
 use pylon_proto::Role;
 use pylon_proto::handshake::{self, CONNECT_PROTOCOL, ClientRequest, HandshakeError};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -91,8 +93,17 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Returns the QUIC transport settings of Pylon's HTTP/3 endpoints: quinn 0.11 defaults
 /// (100 concurrent streams each way) with [`KEEP_ALIVE_INTERVAL`] and [`IDLE_TIMEOUT`].
+/// Receive window of each QUIC stream, as over HTTP/2 (`Http2Config`). quinn 0.11 sets no
+/// connection-wide window by default, so this bounds what one connection whose
+/// WebSockets are not read can make the peer buffer: 100 streams of 256 KiB, 25 MiB, where
+/// quinn's 1.25 MB default allowed about 125 MB. A connection-wide window would bound it
+/// further, but QUIC flow control also covers the HEADERS of new requests, so unread
+/// streams would then stall every new WebSocket on the connection.
+const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
+
 fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
     transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     // 60 s fits a QUIC varint of milliseconds, so the conversion cannot fail.
     if let Ok(timeout) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
@@ -170,11 +181,17 @@ pub fn server_endpoint(
 /// One HTTP/3 connection on the server, yielding validated WebSocket requests.
 pub struct H3Connection {
     inner: ServerConnection,
+    /// How long sending a response may take; see [`H3Connection::accept`].
+    response_timeout: Duration,
 }
 
 impl H3Connection {
     /// Completes the QUIC handshake of an incoming connection and starts HTTP/3 on it,
     /// within `timeout`.
+    ///
+    /// `timeout` also bounds the sending of each error response (400, 403, 404, 426),
+    /// whose stream is reset with H3_REQUEST_CANCELLED when the peer does not take it in
+    /// time, for instance because it grants no flow control credit.
     ///
     /// # Errors
     ///
@@ -194,16 +211,19 @@ impl H3Connection {
             .await
             .map_err(|_| H3Error::HandshakeTimeout(timeout))??;
         debug!(remote = %addr, "HTTP/3 connection accepted");
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            response_timeout: timeout,
+        })
     }
 
     /// Returns the next WebSocket request, or `None` once the connection is closed.
     ///
     /// Requests that break the HTTP/3 rules (RFC 9114 section 4.3) were already reset
-    /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route get
-    /// their error response here and are not returned: 400 for a method other than
-    /// CONNECT or a missing or unknown `:protocol`, 426 with `Sec-WebSocket-Version: 13`
-    /// for another version.
+    /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route are not
+    /// returned, and a task of their own sends their error response: 400 for a method
+    /// other than CONNECT or a missing or unknown `:protocol`, 426 with
+    /// `Sec-WebSocket-Version: 13` for another version.
     /// Route the rest on [`H3Request::path`].
     pub async fn next_request(&mut self) -> Option<H3Request> {
         // Origins and compression depend on the route, so they are checked in accept.
@@ -222,7 +242,13 @@ impl H3Connection {
                 &route_independent,
             );
             match checked {
-                Ok(_) => return Some(H3Request { request, stream }),
+                Ok(_) => {
+                    return Some(H3Request {
+                        request,
+                        stream,
+                        response_timeout: self.response_timeout,
+                    });
+                }
                 Err(error) => {
                     info!(
                         remote = %self.inner.quic().remote_address(),
@@ -232,7 +258,14 @@ impl H3Connection {
                         "websocket over HTTP/3 rejected"
                     );
                     let (parts, body) = error.response().into_parts();
-                    respond_with_body(stream, Response::from_parts(parts, ()), body.into()).await;
+                    // A peer that does not read the response must not hold up the
+                    // requests behind it.
+                    tokio::spawn(respond_with_body(
+                        stream,
+                        Response::from_parts(parts, ()),
+                        body.into(),
+                        self.response_timeout,
+                    ));
                 }
             }
         }
@@ -254,22 +287,49 @@ impl H3Connection {
     }
 }
 
-/// Sends a final response with a body on a request stream and ends it. Failures are
-/// logged, because the peer may already be gone.
-async fn respond_with_body(mut stream: RequestStream, response: Response<()>, body: Bytes) {
-    if let Err(error) = stream.send_response(&response).await {
-        debug!(%error, "failed to send an HTTP/3 error response");
-        return;
+/// Sends a final response with a body on a request stream and ends it, within `timeout`.
+/// Failures are logged, because the peer may already be gone. A response that is not
+/// sent in time resets the stream with H3_REQUEST_CANCELLED, so that a peer that grants
+/// no flow control credit cannot keep the stream, and with it the connection, open.
+async fn respond_with_body(
+    mut stream: RequestStream,
+    response: Response<()>,
+    body: Bytes,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, stream.send_response(&response)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            debug!(%error, "failed to send an HTTP/3 error response");
+            return;
+        }
+        Err(_) => {
+            debug!(
+                ?timeout,
+                "timed out sending an HTTP/3 error response; resetting the stream"
+            );
+            stream.reset(Code::H3_REQUEST_CANCELLED);
+            return;
+        }
     }
     let mut tunnel = stream.into_tunnel();
-    if !body.is_empty()
-        && let Err(error) = tunnel.write_all(&body).await
-    {
-        debug!(%error, "failed to send an HTTP/3 error response body");
-        return;
-    }
-    if let Err(error) = tunnel.shutdown().await {
-        debug!(%error, "failed to finish an HTTP/3 error response");
+    let finish = async {
+        if !body.is_empty() {
+            tunnel.write_all(&body).await?;
+        }
+        tunnel.shutdown().await
+    };
+    match tokio::time::timeout_at(deadline, finish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => debug!(%error, "failed to finish an HTTP/3 error response"),
+        Err(_) => {
+            debug!(
+                ?timeout,
+                "timed out sending an HTTP/3 error response; resetting the stream"
+            );
+            tunnel.reset(Code::H3_REQUEST_CANCELLED);
+        }
     }
 }
 
@@ -278,6 +338,8 @@ async fn respond_with_body(mut stream: RequestStream, response: Response<()>, bo
 pub struct H3Request {
     request: Request<()>,
     stream: RequestStream,
+    /// The bound on sending an error response, from [`H3Connection::accept`].
+    response_timeout: Duration,
 }
 
 impl H3Request {
@@ -297,11 +359,13 @@ impl H3Request {
     /// A request that fails the checks gets its error response here: 400 for a missing
     /// or unknown `:protocol` or a method other than CONNECT, 426 with
     /// `Sec-WebSocket-Version: 13` for another version, 403 for a rejected origin.
+    /// Sending the 200 response may take `config.ws.handshake_timeout`, and the stream
+    /// is then reset with H3_REQUEST_CANCELLED.
     ///
     /// # Errors
     ///
     /// [`H3Error::Handshake`] for a rejected request, [`H3Error::Http3`] if the response
-    /// cannot be sent.
+    /// cannot be sent, [`H3Error::HandshakeTimeout`] if it is not sent in time.
     pub async fn accept(mut self, config: &ServerConfig) -> Result<WebSocket<H3Stream>, H3Error> {
         let protocol = self
             .request
@@ -319,11 +383,24 @@ impl H3Request {
             Err(error) => {
                 debug!(uri = %self.request.uri(), %error, "websocket over HTTP/3 rejected");
                 let (parts, body) = error.response().into_parts();
-                respond_with_body(self.stream, Response::from_parts(parts, ()), body.into()).await;
+                respond_with_body(
+                    self.stream,
+                    Response::from_parts(parts, ()),
+                    body.into(),
+                    self.response_timeout,
+                )
+                .await;
                 return Err(H3Error::Handshake(error));
             }
         };
-        self.stream.send_response(&accept.response()).await?;
+        let timeout = config.ws.handshake_timeout;
+        match tokio::time::timeout(timeout, self.stream.send_response(&accept.response())).await {
+            Ok(result) => result?,
+            Err(_) => {
+                self.stream.reset(Code::H3_REQUEST_CANCELLED);
+                return Err(H3Error::HandshakeTimeout(timeout));
+            }
+        }
         let mut ws_config = config.ws.clone();
         ws_config.proto.deflate = accept.deflate;
         let tunnel = self.stream.into_tunnel();
@@ -345,7 +422,8 @@ impl H3Request {
             .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(())
             .unwrap_or_default();
-        respond_with_body(self.stream, response, Bytes::from(format!("{reason}\n"))).await;
+        let body = Bytes::from(format!("{reason}\n"));
+        respond_with_body(self.stream, response, body, self.response_timeout).await;
     }
 }
 

@@ -31,6 +31,11 @@ struct TestServer {
 /// Starts an HTTP/3 WebSocket server on loopback that echoes `/ws/echo` and responds 404
 /// elsewhere.
 fn start_server() -> TestServer {
+    start_server_with(ServerConfig::default())
+}
+
+/// Starts the server of [`start_server`] with `config` for every route.
+fn start_server_with(config: ServerConfig) -> TestServer {
     let certificate = tls::self_signed_localhost().unwrap();
     let quic_config = h3::server_config(
         vec![certificate.cert_der.clone()],
@@ -40,7 +45,7 @@ fn start_server() -> TestServer {
     let endpoint = h3::server_endpoint("127.0.0.1:0".parse().unwrap(), quic_config).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (sender, outcomes) = mpsc::unbounded_channel();
-    let config = Arc::new(ServerConfig::default());
+    let config = Arc::new(config);
     let timeout = config.ws.handshake_timeout;
     let connections = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::clone(&connections);
@@ -210,14 +215,12 @@ async fn connect_any_over_http3() {
     );
 }
 
-/// Sends a CONNECT through the HTTP/3 layer directly, to build requests that the
-/// WebSocket client never sends: `protocol` `None` is a plain CONNECT.
-async fn raw_connect(
+/// Returns a QUIC client configuration that trusts the server's certificate and offers
+/// ALPN `h3`, with `transport`.
+fn quic_client_config(
     server: &TestServer,
-    protocol: Option<&str>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap) {
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    transport: quinn::TransportConfig,
+) -> quinn::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server.tls.ca_certs[0].clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -228,7 +231,20 @@ async fn raw_connect(
         .with_no_client_auth();
     tls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    config
+}
+
+/// Sends a CONNECT through the HTTP/3 layer directly, to build requests that the
+/// WebSocket client never sends: `protocol` `None` is a plain CONNECT.
+async fn raw_connect(
+    server: &TestServer,
+    protocol: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = quic_client_config(server, quinn::TransportConfig::default());
     let quic = endpoint
         .connect_with(config, server.addr, "localhost")
         .unwrap()
@@ -427,4 +443,81 @@ async fn server_without_connect_protocol_is_typed_error() {
         ),
         "{error}"
     );
+}
+
+/// Encodes a CONNECT request for `/ws/echo` as a HEADERS frame.
+fn websocket_headers_frame(port: u16, version: &str) -> Vec<u8> {
+    let authority = format!("localhost:{port}");
+    let lines: [(&[u8], &[u8]); 6] = [
+        (b":method", b"CONNECT"),
+        (b":protocol", b"websocket"),
+        (b":scheme", b"https"),
+        (b":authority", authority.as_bytes()),
+        (b":path", b"/ws/echo"),
+        (b"sec-websocket-version", version.as_bytes()),
+    ];
+    let section = pylon_h3::qpack::encode_field_section(lines);
+    let mut frame = Vec::new();
+    pylon_h3::frame::encode(pylon_h3::frame::HEADERS, &section, &mut frame);
+    frame
+}
+
+#[tokio::test]
+async fn unread_error_response_is_reset_and_blocks_nothing() {
+    let mut config = ServerConfig::default();
+    let response_timeout = Duration::from_millis(500);
+    config.ws.handshake_timeout = response_timeout;
+    let server = start_server_with(config);
+
+    // A client whose stream windows are 16 bytes: a stream it does not read cannot take
+    // a whole response.
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(16u32.into());
+    let config = quic_client_config(&server, transport);
+    let quic = endpoint
+        .connect_with(config, server.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let connection = pylon_h3::ClientConnection::new(quic.clone(), pylon_h3::Config::default())
+        .await
+        .unwrap();
+
+    // Version 12 gets 426 with a body, which this stream never reads.
+    let (mut send, mut unread) = quic.open_bi().await.unwrap();
+    send.write_all(&websocket_headers_frame(server.addr.port(), "12"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The next request on the connection is still answered.
+    let request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("https://localhost:{}/ws/echo", server.addr.port()))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    let (response, _tunnel) =
+        tokio::time::timeout(TIMEOUT, connection.connect(&request, Some("websocket")))
+            .await
+            .expect("a stalled error response held up the next request")
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The stalled response is reset once its timeout passes.
+    tokio::time::sleep(response_timeout * 2).await;
+    let reset = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match unread.read_chunk(1024, true).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(quinn::ReadError::Reset(code)) => return Some(code.into_inner()),
+                Err(error) => panic!("read failed: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reset, Some(0x10c));
 }
