@@ -1,6 +1,7 @@
 //! The per-connection state machine: message assembly, control frames, the close handshake.
 
 use std::mem;
+use std::ops::{Deref, DerefMut};
 
 use bytes::buf::Limit;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -260,10 +261,36 @@ impl Connection {
     /// [`ProtocolError::close_code`] unless a close was already sent, and releases the
     /// message buffer. After that, every call discards `src` and returns `Ok(None)`.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        self.decode_input(src)
+    }
+
+    /// Decodes received bytes from a borrowed buffer, as [`Connection::decode`] does, and
+    /// returns the message (or `None` when more bytes are needed) with the number of bytes
+    /// at the front of `src` that were consumed.
+    ///
+    /// The caller keeps the bytes after the consumed ones and passes them first next time.
+    /// An I/O layer can read into a stack buffer and decode from there, so that a message
+    /// that arrives whole is not copied into a heap read buffer first. Consumed bytes may
+    /// be changed in place (unmasked). Bytes after them are left unchanged.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Connection::decode`]. After an error, all of `src` counts as consumed.
+    pub fn decode_slice(
+        &mut self,
+        src: &mut [u8],
+    ) -> Result<(Option<Message>, usize), ProtocolError> {
+        let len = src.len();
+        let mut input = SliceInput { rest: src };
+        let message = self.decode_input(&mut input)?;
+        Ok((message, len - input.rest.len()))
+    }
+
+    fn decode_input<I: Input>(&mut self, src: &mut I) -> Result<Option<Message>, ProtocolError> {
         if self.failed || matches!(self.state, State::CloseReceived | State::Closed) {
             if !src.is_empty() {
                 tracing::trace!(bytes = src.len(), "discarding bytes after close");
-                src.clear();
+                src.consume_all();
             }
             return Ok(None);
         }
@@ -271,13 +298,13 @@ impl Connection {
             Ok(message) => Ok(message),
             Err(err) => {
                 self.fail(&err);
-                src.clear();
+                src.consume_all();
                 Err(err)
             }
         }
     }
 
-    fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+    fn decode_inner<I: Input>(&mut self, src: &mut I) -> Result<Option<Message>, ProtocolError> {
         if let Some(start) = self.payload_buf_start.take()
             && let Some(progress) = self.payload
         {
@@ -308,11 +335,11 @@ impl Connection {
                 if src.len() < header_len + payload_len {
                     return Ok(None);
                 }
-                src.advance(header_len);
+                src.consume(header_len);
                 let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                 let payload = &mut payload[..payload_len];
                 payload.copy_from_slice(&src[..payload_len]);
-                src.advance(payload_len);
+                src.consume(payload_len);
                 if let Some(key) = header.mask {
                     apply_mask(payload, key, 0);
                 }
@@ -320,7 +347,7 @@ impl Connection {
             }
 
             self.start_data_frame(&header)?;
-            src.advance(header_len);
+            src.consume(header_len);
             self.payload = Some(PayloadProgress {
                 remaining: header.payload_len,
                 received: 0,
@@ -397,10 +424,10 @@ impl Connection {
 
     /// Moves available payload bytes of the current data frame from `src` into the message
     /// buffer. Returns `true` when the frame is complete.
-    fn read_payload(
+    fn read_payload<I: Input>(
         &mut self,
         progress: PayloadProgress,
-        src: &mut BytesMut,
+        src: &mut I,
     ) -> Result<bool, ProtocolError> {
         if self.message_compressed {
             return self.read_compressed_payload(progress, src);
@@ -411,7 +438,7 @@ impl Connection {
         if count > 0 {
             self.reserve_message(count, progress.remaining, progress.fin);
             self.message.extend_from_slice(&src[..count]);
-            src.advance(count);
+            src.consume(count);
         }
         self.account_payload(progress, start, count)
     }
@@ -877,6 +904,56 @@ fn close_payload(frame: &CloseFrame) -> Result<Vec<u8>, SendError> {
     payload.extend_from_slice(&frame.code.0.to_be_bytes());
     payload.extend_from_slice(frame.reason.as_bytes());
     Ok(payload)
+}
+
+/// Received bytes that [`Connection`] decodes and consumes from the front: the caller's
+/// `BytesMut`, or a borrowed slice for [`Connection::decode_slice`].
+trait Input: DerefMut<Target = [u8]> {
+    /// Removes the first `count` bytes, which must be at most the length.
+    fn consume(&mut self, count: usize);
+
+    /// Removes every byte.
+    fn consume_all(&mut self);
+}
+
+impl Input for BytesMut {
+    fn consume(&mut self, count: usize) {
+        self.advance(count);
+    }
+
+    fn consume_all(&mut self) {
+        self.clear();
+    }
+}
+
+/// The bytes of a borrowed buffer that were not consumed yet.
+struct SliceInput<'a> {
+    rest: &'a mut [u8],
+}
+
+impl Deref for SliceInput<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.rest
+    }
+}
+
+impl DerefMut for SliceInput<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.rest
+    }
+}
+
+impl Input for SliceInput<'_> {
+    fn consume(&mut self, count: usize) {
+        let rest = mem::take(&mut self.rest);
+        self.rest = &mut rest[count..];
+    }
+
+    fn consume_all(&mut self) {
+        self.rest = &mut [];
+    }
 }
 
 mod compressed;

@@ -84,6 +84,10 @@ pub struct WebSocket<S> {
     /// When the transport last refused bytes while the write buffer was not empty.
     /// `None` while writes make progress.
     write_stalled_since: Option<Instant>,
+    /// A deadline may have moved earlier than the one the timer is armed for (or there is
+    /// no timer yet), so the next timer check computes the deadlines again instead of
+    /// only polling the timer.
+    rearm_timer: bool,
     /// The write side of the transport was shut down after the close.
     write_shut: bool,
     /// Protocol fault that `recv` reports once the transport has ended, so that the close
@@ -150,6 +154,7 @@ where
             ping_sent: None,
             closing_since: None,
             write_stalled_since: None,
+            rearm_timer: true,
             write_shut: false,
             fault: None,
             flush_needed: false,
