@@ -210,8 +210,14 @@ where
         if self.done {
             return Err(Error::ConnectionClosed);
         }
-        self.encode_message(message)?;
-        poll_fn(|cx| self.poll_flush_writes(cx)).await
+        let mut message = Some(message);
+        poll_fn(|cx| {
+            if let Some(message) = message.take() {
+                self.encode_and_write(message, cx)?;
+            }
+            self.poll_flush_writes(cx)
+        })
+        .await
     }
 
     /// Closes the connection: sends a close frame with `code` and `reason`, waits for the

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pylon_proto::{CloseCode, CloseFrame, Message, ProtocolError, Role, SendError, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -249,15 +249,80 @@ where
         self.note_state();
         if let Some(payload) = result? {
             // The frame header is the last thing in `write_buf`, and the payload follows it.
-            let head = mem::take(&mut self.write_buf).freeze();
-            self.write_chunks_len += head.len() + payload.len();
-            self.write_chunks.push_back(head);
-            self.write_chunks.push_back(payload);
+            self.queue_split(payload);
         }
         if is_data {
             self.note_data();
         }
         Ok(())
+    }
+
+    /// Encodes a message from `send`. When nothing else waits to be written, a payload
+    /// that `encode_split` hands back is written right away with one vectored write
+    /// after its header, so it is neither copied nor queued. What the transport does not
+    /// take is queued as usual.
+    pub(super) fn encode_and_write(
+        &mut self,
+        message: Message,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        if self.unwritten_len() > 0 || self.conn.has_pending() {
+            return self.encode_message(message);
+        }
+        let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
+        let result = self.conn.encode_split(message, &mut self.write_buf);
+        self.note_state();
+        let payload = result?;
+        if is_data {
+            self.note_data();
+        }
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+
+        let slices = [IoSlice::new(&self.write_buf), IoSlice::new(&payload)];
+        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(written)) => written,
+            // `poll_flush_writes` retries the write, and registers the waker or returns
+            // the error from there.
+            Poll::Ready(Err(_)) | Poll::Pending => {
+                self.queue_split(payload);
+                return Ok(());
+            }
+        };
+        tracing::trace!(bytes = written, "wrote to transport");
+        self.flush_needed = true;
+        let head_len = self.write_buf.len();
+        if written < head_len {
+            self.write_buf.advance(written);
+            self.queue_split(payload);
+            return Ok(());
+        }
+        self.release_write_buf();
+        let rest = payload.slice((written - head_len).min(payload.len())..);
+        if !rest.is_empty() {
+            self.write_chunks_len += rest.len();
+            self.write_chunks.push_back(rest);
+        }
+        Ok(())
+    }
+
+    /// Queues the encoded bytes in the write buffer, which end with the header of
+    /// `payload`, and then `payload`, behind the chunks already queued.
+    fn queue_split(&mut self, payload: Bytes) {
+        let head = mem::take(&mut self.write_buf).freeze();
+        self.write_chunks_len += head.len() + payload.len();
+        self.write_chunks.push_back(head);
+        self.write_chunks.push_back(payload);
+    }
+
+    /// Empties the write buffer after it was written, keeping its memory only if small.
+    fn release_write_buf(&mut self) {
+        if self.write_buf.capacity() > WRITE_BUF_RETAIN {
+            self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
+        }
     }
 
     /// Records that a text or binary message moved, for the idle timeout. Without one the
