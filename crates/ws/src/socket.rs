@@ -206,18 +206,20 @@ where
     /// payload above 125 bytes), and [`Error::Io`] if the write fails.
     /// [`Error::WriteTimeout`], [`Error::PongTimeout`] or [`Error::CloseTimeout`] if that
     /// deadline passed while the write waited, which ends the connection.
-    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        if self.done {
-            return Err(Error::ConnectionClosed);
-        }
+    // Not an `async fn`: its future would keep the message argument and the message in
+    // flight in separate fields, and a connection task that awaits `send` is as large as
+    // its largest await.
+    pub fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
         let mut message = Some(message);
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             if let Some(message) = message.take() {
+                if self.done {
+                    return Poll::Ready(Err(Error::ConnectionClosed));
+                }
                 self.encode_and_write(message, cx)?;
             }
             self.poll_flush_writes(cx)
         })
-        .await
     }
 
     /// Closes the connection: sends a close frame with `code` and `reason`, waits for the
