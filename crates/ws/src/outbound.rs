@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -33,6 +33,9 @@ pub(crate) struct Outbound {
     dropped: AtomicU64,
     /// Set once no message can be queued any more. Written only while `queue` is locked.
     closed: AtomicBool,
+    /// Number of queued messages, written only while `queue` is locked, so that
+    /// [`Outbound::pop`] can return without locking while the queue is empty.
+    queued: AtomicUsize,
     capacity: usize,
     policy: FullPolicy,
 }
@@ -66,6 +69,7 @@ impl Sender {
         }
         if queue.messages.len() < shared.capacity {
             queue.messages.push_back(message);
+            shared.queued.store(queue.messages.len(), Ordering::Release);
             drop(queue);
             shared.waker.wake();
             return Ok(());
@@ -80,6 +84,7 @@ impl Sender {
             FullPolicy::Close(code) => {
                 let discarded = queue.messages.len() as u64 + 1;
                 queue.messages = VecDeque::new();
+                shared.queued.store(0, Ordering::Release);
                 queue.close = Some(CloseFrame::new(code, QUEUE_FULL_REASON));
                 shared.closed.store(true, Ordering::Release);
                 drop(queue);
@@ -154,6 +159,7 @@ impl Outbound {
             waker: AtomicWaker::new(),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
             capacity,
             policy,
         }
@@ -180,8 +186,14 @@ impl Outbound {
     /// Removes the next item to write: a queued message, or the close frame once the
     /// messages are gone.
     pub(crate) fn pop(&self) -> Option<Message> {
+        // A close request sets `closed`, so with neither there is nothing to take. A sender
+        // that queues after these loads wakes the task, which then pops again.
+        if self.queued.load(Ordering::Acquire) == 0 && !self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         let mut queue = self.lock();
         if let Some(message) = queue.messages.pop_front() {
+            self.queued.store(queue.messages.len(), Ordering::Release);
             return Some(message);
         }
         queue.close.take().map(|frame| Message::Close(Some(frame)))
@@ -194,6 +206,7 @@ impl Outbound {
         self.closed.store(true, Ordering::Release);
         let discarded = queue.messages.len();
         queue.messages = VecDeque::new();
+        self.queued.store(0, Ordering::Release);
         queue.close = None;
         drop(queue);
         if discarded > 0 {

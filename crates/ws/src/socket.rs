@@ -84,6 +84,10 @@ pub struct WebSocket<S> {
     /// When the transport last refused bytes while the write buffer was not empty.
     /// `None` while writes make progress.
     write_stalled_since: Option<Instant>,
+    /// A deadline may have moved earlier than the one the timer is armed for (or there is
+    /// no timer yet), so the next timer check computes the deadlines again instead of
+    /// only polling the timer.
+    rearm_timer: bool,
     /// The write side of the transport was shut down after the close.
     write_shut: bool,
     /// Protocol fault that `recv` reports once the transport has ended, so that the close
@@ -150,6 +154,7 @@ where
             ping_sent: None,
             closing_since: None,
             write_stalled_since: None,
+            rearm_timer: true,
             write_shut: false,
             fault: None,
             flush_needed: false,
@@ -201,12 +206,20 @@ where
     /// payload above 125 bytes), and [`Error::Io`] if the write fails.
     /// [`Error::WriteTimeout`], [`Error::PongTimeout`] or [`Error::CloseTimeout`] if that
     /// deadline passed while the write waited, which ends the connection.
-    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        if self.done {
-            return Err(Error::ConnectionClosed);
-        }
-        self.encode_message(message)?;
-        poll_fn(|cx| self.poll_flush_writes(cx)).await
+    // Not an `async fn`: its future would keep the message argument and the message in
+    // flight in separate fields, and a connection task that awaits `send` is as large as
+    // its largest await.
+    pub fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        let mut message = Some(message);
+        poll_fn(move |cx| {
+            if let Some(message) = message.take() {
+                if self.done {
+                    return Poll::Ready(Err(Error::ConnectionClosed));
+                }
+                self.encode_and_write(message, cx)?;
+            }
+            self.poll_flush_writes(cx)
+        })
     }
 
     /// Closes the connection: sends a close frame with `code` and `reason`, waits for the

@@ -101,3 +101,21 @@ async fn idle_connection_memory_is_small() {
         "idle connection holds {inline} bytes inline and {heap} bytes heap, budget {IDLE_BUDGET}"
     );
 }
+
+/// Maximum size of the future returned by `WebSocket::send`. A connection task is as
+/// large as the largest future it awaits, and tokio 1.54 rounds task allocations up to
+/// multiples of 128 bytes, so a few bytes more here can cost 128 per connection.
+const MAX_SEND_FUTURE: usize = 64;
+
+#[tokio::test]
+async fn send_future_is_small() {
+    let (io, _peer) = tokio::io::duplex(64);
+    let mut ws = WebSocket::from_raw(io, Role::Server, Config::default(), Bytes::new());
+    let send = ws.send(Message::text("x"));
+    let size = size_of_val(&send);
+    drop(send);
+    assert!(
+        size <= MAX_SEND_FUTURE,
+        "send future is {size} bytes, max {MAX_SEND_FUTURE}"
+    );
+}

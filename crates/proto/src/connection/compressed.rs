@@ -1,9 +1,9 @@
 //! permessage-deflate in the connection: compressing sent messages and decompressing
 //! received ones as their payload arrives (RFC 7692 sections 6 and 7.2).
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 
-use super::{Connection, DataKind, MIN_BUFFER_GROWTH, PayloadProgress};
+use super::{Connection, DataKind, Input, MIN_BUFFER_GROWTH, PayloadProgress};
 use crate::ProtocolError;
 use crate::deflate::{Deflater, Inflater, SYNC_FLUSH_TAIL};
 use crate::mask::apply_mask;
@@ -17,10 +17,10 @@ impl Connection {
     /// Unmasks the available payload bytes of a compressed message's frame and
     /// decompresses them into the message buffer. Returns `true` when the frame is
     /// complete.
-    pub(super) fn read_compressed_payload(
+    pub(super) fn read_compressed_payload<I: Input>(
         &mut self,
         mut progress: PayloadProgress,
-        src: &mut BytesMut,
+        src: &mut I,
     ) -> Result<bool, ProtocolError> {
         // `remaining` fits in usize once it is at most `src.len()`.
         let count = progress.remaining.min(src.len() as u64) as usize;
@@ -30,7 +30,7 @@ impl Connection {
                 apply_mask(&mut src[..count], key, progress.received);
             }
             self.inflate_into_message(&src[..count])?;
-            src.advance(count);
+            src.consume(count);
             progress.received += count;
             progress.remaining -= count as u64;
         }

@@ -932,7 +932,122 @@ fn feed_in_chunks(conn: &mut Connection, bytes: &[u8], cuts: &[usize], max: usiz
     }
 }
 
+/// Messages and errors in the order a decoder returned them.
+type Decoded = Vec<Result<Message, ProtocolError>>;
+
+/// Decodes `bytes` in pieces cut at `cuts`, once through `decode` and once through
+/// `decode_slice` with the unconsumed bytes carried over, and returns both result lists.
+fn decode_both_ways(bytes: &[u8], cuts: &[usize], role: Role) -> (Decoded, Decoded) {
+    let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+    cuts.push(0);
+    cuts.push(bytes.len());
+    cuts.sort_unstable();
+
+    let mut owned = with_limits(role, 64, 200);
+    let mut borrowed = with_limits(role, 64, 200);
+    let mut owned_results = Vec::new();
+    let mut borrowed_results = Vec::new();
+    let mut src = BytesMut::new();
+    let mut carried = Vec::new();
+    for pair in cuts.windows(2) {
+        let piece = &bytes[pair[0]..pair[1]];
+        src.extend_from_slice(piece);
+        loop {
+            match owned.decode(&mut src) {
+                Ok(Some(message)) => owned_results.push(Ok(message)),
+                Ok(None) => break,
+                Err(err) => owned_results.push(Err(err)),
+            }
+        }
+
+        carried.extend_from_slice(piece);
+        loop {
+            let before = carried.len();
+            match borrowed.decode_slice(&mut carried) {
+                Ok((message, consumed)) => {
+                    assert!(consumed <= before, "consumed {consumed} of {before}");
+                    carried.drain(..consumed);
+                    match message {
+                        Some(message) => borrowed_results.push(Ok(message)),
+                        None => break,
+                    }
+                }
+                Err(err) => {
+                    carried.clear();
+                    borrowed_results.push(Err(err));
+                }
+            }
+        }
+        assert_eq!(carried.len(), src.len(), "unconsumed bytes differ");
+    }
+    (owned_results, borrowed_results)
+}
+
+#[test]
+fn decode_slice_reports_consumed_bytes() {
+    let mut conn = server();
+    let mut bytes = client_frame(true, OpCode::BINARY, b"first").to_vec();
+    let second = client_frame(true, OpCode::TEXT, b"second");
+    bytes.extend_from_slice(&second[..3]);
+
+    let (message, consumed) = conn.decode_slice(&mut bytes).unwrap();
+    assert_eq!(message, Some(Message::binary(&b"first"[..])));
+    assert_eq!(consumed, 2 + 4 + 5);
+    assert_eq!(&bytes[consumed..], &second[..3], "unconsumed bytes changed");
+
+    let mut rest = bytes[consumed..].to_vec();
+    rest.extend_from_slice(&second[3..]);
+    let (message, consumed) = conn.decode_slice(&mut rest).unwrap();
+    assert_eq!(message, Some(Message::text("second")));
+    assert_eq!(consumed, rest.len());
+}
+
+#[test]
+fn decode_slice_keeps_partial_header() {
+    let mut conn = server();
+    let frame = client_frame(true, OpCode::BINARY, &[9u8; 300]);
+    let mut head = frame[..3].to_vec();
+    let (message, consumed) = conn.decode_slice(&mut head).unwrap();
+    assert_eq!(message, None);
+    assert_eq!(consumed, 0, "a partial header is not consumed");
+}
+
+#[test]
+fn decode_slice_error_consumes_everything() {
+    let mut conn = server();
+    let mut bytes = raw_frame(0x82, b"unmasked", false).to_vec();
+    let err = conn.decode_slice(&mut bytes).unwrap_err();
+    assert_eq!(err, ProtocolError::UnmaskedClientFrame);
+    assert!(conn.is_failed());
+    let mut more = client_frame(true, OpCode::TEXT, b"late").to_vec();
+    let len = more.len();
+    assert_eq!(conn.decode_slice(&mut more), Ok((None, len)));
+}
+
 proptest! {
+    #[test]
+    fn decode_slice_matches_decode(
+        parts in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x80, 0x81, 0x82, 0x88, 0x89, 0x8A, 0xC1]),
+                proptest::collection::vec(any::<u8>(), 0..100),
+                prop::bool::weighted(0.95),
+            ),
+            0..12,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        server_role in any::<bool>(),
+    ) {
+        let role = if server_role { Role::Server } else { Role::Client };
+        let parts: Vec<(u8, Vec<u8>, bool)> = parts
+            .into_iter()
+            .map(|(first, payload, mask_ok)| (first, payload, mask_ok == server_role))
+            .collect();
+        let bytes = frames_from_fuzz(&parts);
+        let (owned, borrowed) = decode_both_ways(&bytes, &cuts, role);
+        prop_assert_eq!(owned, borrowed);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(
         bytes in proptest::collection::vec(any::<u8>(), 0..2048),

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use pylon_proto::{CloseCode, CloseFrame, Message, Role, SendError, State};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pylon_proto::{CloseCode, CloseFrame, Message, ProtocolError, Role, SendError, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -46,6 +46,23 @@ const IDLE_REASON: &str = "idle timeout";
 
 type RecvPoll = Poll<Option<Result<Message, Error>>>;
 
+/// Outcome of one successful read from the transport.
+enum Read {
+    /// The peer closed its write side.
+    Eof,
+    /// This many bytes were read into the read buffer or the message buffer, for
+    /// `decode_next`.
+    Kept(usize),
+    /// This many bytes were read into a stack buffer and decoded from there.
+    Decoded(usize, Result<Option<Message>, ProtocolError>),
+}
+
+impl Read {
+    fn kept(len: usize) -> Read {
+        if len == 0 { Read::Eof } else { Read::Kept(len) }
+    }
+}
+
 impl<S> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -71,7 +88,11 @@ where
 
         let mut reads = 0;
         loop {
-            if let Poll::Ready(item) = self.poll_timers(cx) {
+            // Later rounds check the timers only when a deadline moved earlier, because the
+            // first round registered the waker with the timer already.
+            if (reads == 0 || self.rearm_timer)
+                && let Poll::Ready(item) = self.poll_timers(cx)
+            {
                 return Poll::Ready(item);
             }
 
@@ -121,15 +142,29 @@ where
                 return Poll::Pending;
             }
             reads += 1;
-            match self.poll_read_some(cx) {
+            let decoded = match self.poll_read_some(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(err)) => return self.on_read_error(err),
-                Poll::Ready(Ok(0)) => return self.on_eof(),
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(Read::Eof)) => return self.on_eof(),
+                Poll::Ready(Ok(Read::Kept(n))) => {
                     tracing::trace!(bytes = n, "read from transport");
-                    self.last_received = Instant::now();
-                    self.ping_sent = None;
+                    None
                 }
+                Poll::Ready(Ok(Read::Decoded(n, result))) => {
+                    tracing::trace!(bytes = n, "read from transport");
+                    Some(result)
+                }
+            };
+            self.last_received = Instant::now();
+            // The next ping is due one interval after this read, which can be earlier
+            // than the pong timeout that the timer waits for.
+            if self.ping_sent.take().is_some() {
+                self.rearm_timer = true;
+            }
+            if let Some(result) = decoded
+                && let Some(item) = self.on_decoded(result, cx)
+            {
+                return Poll::Ready(Some(item));
             }
         }
     }
@@ -141,7 +176,16 @@ where
         if self.read_buf.is_empty() && self.conn.buffered() == 0 {
             self.read_buf = BytesMut::new();
         }
+        self.on_decoded(result, cx)
+    }
 
+    /// Turns the result of a decode into the item for `recv`, or `None` when more bytes are
+    /// needed or the connection failed.
+    fn on_decoded(
+        &mut self,
+        result: Result<Option<Message>, ProtocolError>,
+        cx: &mut Context<'_>,
+    ) -> Option<Result<Message, Error>> {
         let item = match result {
             Ok(None) => return None,
             Ok(Some(message)) => {
@@ -167,8 +211,10 @@ where
         // caller may stop polling after this item. A failed write shows up again on the
         // next poll.
         self.note_state();
-        self.fill_write_buf();
-        let _ = self.poll_write_buf(cx);
+        if self.conn.has_pending() {
+            self.fill_write_buf();
+            let _ = self.poll_write_buf(cx);
+        }
         Some(item)
     }
 
@@ -176,11 +222,11 @@ where
         match message {
             Message::Text(text) => {
                 tracing::trace!(len = text.len(), "received text message");
-                self.last_data = Instant::now();
+                self.note_data();
             }
             Message::Binary(data) => {
                 tracing::trace!(len = data.len(), "received binary message");
-                self.last_data = Instant::now();
+                self.note_data();
             }
             Message::Ping(data) => tracing::trace!(len = data.len(), "received ping"),
             Message::Pong(data) => tracing::trace!(len = data.len(), "received pong"),
@@ -195,21 +241,96 @@ where
     /// Encodes a message from the caller into the write buffer, after the automatic frames
     /// waiting in the connection.
     pub(super) fn encode_message(&mut self, message: Message) -> Result<(), Error> {
-        self.conn.write_pending(&mut self.write_buf);
+        if self.conn.has_pending() {
+            self.conn.write_pending(&mut self.write_buf);
+        }
         let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
         let result = self.conn.encode_split(message, &mut self.write_buf);
         self.note_state();
         if let Some(payload) = result? {
             // The frame header is the last thing in `write_buf`, and the payload follows it.
-            let head = mem::take(&mut self.write_buf).freeze();
-            self.write_chunks_len += head.len() + payload.len();
-            self.write_chunks.push_back(head);
-            self.write_chunks.push_back(payload);
+            self.queue_split(payload);
         }
         if is_data {
-            self.last_data = Instant::now();
+            self.note_data();
         }
         Ok(())
+    }
+
+    /// Encodes a message from `send`. When nothing else waits to be written, a payload
+    /// that `encode_split` hands back is written right away with one vectored write
+    /// after its header, so it is neither copied nor queued. What the transport does not
+    /// take is queued as usual.
+    pub(super) fn encode_and_write(
+        &mut self,
+        message: Message,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        if self.unwritten_len() > 0 || self.conn.has_pending() {
+            return self.encode_message(message);
+        }
+        let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
+        let result = self.conn.encode_split(message, &mut self.write_buf);
+        self.note_state();
+        let payload = result?;
+        if is_data {
+            self.note_data();
+        }
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+
+        let slices = [IoSlice::new(&self.write_buf), IoSlice::new(&payload)];
+        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(written)) => written,
+            // `poll_flush_writes` retries the write, and registers the waker or returns
+            // the error from there.
+            Poll::Ready(Err(_)) | Poll::Pending => {
+                self.queue_split(payload);
+                return Ok(());
+            }
+        };
+        tracing::trace!(bytes = written, "wrote to transport");
+        self.flush_needed = true;
+        let head_len = self.write_buf.len();
+        if written < head_len {
+            self.write_buf.advance(written);
+            self.queue_split(payload);
+            return Ok(());
+        }
+        self.release_write_buf();
+        let rest = payload.slice((written - head_len).min(payload.len())..);
+        if !rest.is_empty() {
+            self.write_chunks_len += rest.len();
+            self.write_chunks.push_back(rest);
+        }
+        Ok(())
+    }
+
+    /// Queues the encoded bytes in the write buffer, which end with the header of
+    /// `payload`, and then `payload`, behind the chunks already queued.
+    fn queue_split(&mut self, payload: Bytes) {
+        let head = mem::take(&mut self.write_buf).freeze();
+        self.write_chunks_len += head.len() + payload.len();
+        self.write_chunks.push_back(head);
+        self.write_chunks.push_back(payload);
+    }
+
+    /// Empties the write buffer after it was written, keeping its memory only if small.
+    fn release_write_buf(&mut self) {
+        if self.write_buf.capacity() > WRITE_BUF_RETAIN {
+            self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
+        }
+    }
+
+    /// Records that a text or binary message moved, for the idle timeout. Without one the
+    /// clock is not read.
+    fn note_data(&mut self) {
+        if self.timing.idle_timeout.is_some() {
+            self.last_data = Instant::now();
+        }
     }
 
     /// Moves automatic frames and queued messages into the write buffer while it is below
@@ -217,7 +338,7 @@ where
     /// at most 2 KiB of them.
     fn fill_write_buf(&mut self) {
         self.note_close_request();
-        if self.unwritten_len() < WRITE_BUF_HIGH_WATER {
+        if self.conn.has_pending() && self.unwritten_len() < WRITE_BUF_HIGH_WATER {
             self.conn.write_pending(&mut self.write_buf);
         }
         self.note_state();
@@ -263,6 +384,7 @@ where
         if outbound.close_requested() {
             tracing::debug!("close frame queued through a sender, close timeout started");
             self.closing_since = Some(Instant::now());
+            self.rearm_timer = true;
             self.ping_sent = None;
         }
     }
@@ -278,6 +400,7 @@ where
         }
         tracing::debug!(state = ?self.conn.state(), failed = self.conn.is_failed(), "websocket closing");
         self.closing_since = Some(Instant::now());
+        self.rearm_timer = true;
         self.ping_sent = None;
         if let Some(outbound) = &self.outbound {
             outbound.shut();
@@ -298,7 +421,9 @@ where
                 return Poll::Ready(Err(Error::ConnectionClosed));
             }
             self.note_close_request();
-            self.conn.write_pending(&mut self.write_buf);
+            if self.conn.has_pending() {
+                self.conn.write_pending(&mut self.write_buf);
+            }
             self.note_state();
             if let Poll::Ready(result) = self.poll_write_buf(cx) {
                 return Poll::Ready(result.map_err(Error::Io));
@@ -323,7 +448,10 @@ where
             while self.unwritten_len() > 0 {
                 let written = match self.poll_write_some(cx) {
                     Poll::Pending => {
-                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                        if self.write_stalled_since.is_none() {
+                            self.write_stalled_since = Some(Instant::now());
+                            self.rearm_timer = true;
+                        }
                         return Poll::Pending;
                     }
                     Poll::Ready(result) => result?,
@@ -393,32 +521,51 @@ where
     /// Reads once from the transport.
     ///
     /// The payload of a large data frame is read straight into the connection's message
-    /// buffer. Other bytes go into the read buffer, and without an allocated read buffer
-    /// they land in a stack buffer first, so that waiting for data allocates nothing.
-    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// buffer. Other bytes go into the read buffer. Without an allocated read buffer they
+    /// land in a stack buffer instead and are decoded from there, so that waiting for data
+    /// allocates nothing and a message that arrives whole is not copied an extra time.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Read>> {
         if self.read_buf.is_empty() {
             if let Some(mut payload) = self.conn.payload_buf(MAX_READ_CHUNK) {
                 // `read_buf` reads into the spare capacity without zeroing it first, and
                 // is cancel safe: a pending read consumes nothing.
                 let read = std::pin::pin!(self.io.read_buf(&mut payload));
-                return read.poll(cx);
+                return read.poll(cx).map_ok(Read::kept);
             }
             if self.conn.buffered() == 0 {
-                let mut scratch = [MaybeUninit::<u8>::uninit(); READ_SCRATCH];
-                let mut buf = ReadBuf::uninit(&mut scratch);
-                ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-                let filled = buf.filled();
-                if !filled.is_empty() {
-                    self.read_buf = BytesMut::from(filled);
-                }
-                return Poll::Ready(Ok(filled.len()));
+                return self.poll_read_scratch(cx);
             }
         }
 
         self.read_buf.reserve(READ_CHUNK);
         let mut limited = (&mut self.read_buf).limit(READ_CHUNK);
         let read = std::pin::pin!(self.io.read_buf(&mut limited));
-        read.poll(cx)
+        read.poll(cx).map_ok(Read::kept)
+    }
+
+    /// Reads into a stack buffer and decodes the first message from it. Bytes that the
+    /// decode did not consume (the next frames, or an incomplete header or control frame)
+    /// are copied into the read buffer.
+    fn poll_read_scratch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Read>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_SCRATCH];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let len = buf.filled().len();
+        if len == 0 {
+            return Poll::Ready(Ok(Read::Eof));
+        }
+        let filled = buf.filled_mut();
+        let result = match self.conn.decode_slice(filled) {
+            Ok((message, consumed)) => {
+                let rest = &filled[consumed..];
+                if !rest.is_empty() {
+                    self.read_buf = BytesMut::from(rest);
+                }
+                Ok(message)
+            }
+            Err(err) => Err(err),
+        };
+        Poll::Ready(Ok(Read::Decoded(len, result)))
     }
 
     /// Handles the end of the peer's byte stream.
@@ -500,6 +647,7 @@ where
     fn finish(&mut self) {
         self.done = true;
         self.timer = None;
+        self.rearm_timer = true;
         self.write_stalled_since = None;
         self.read_buf = BytesMut::new();
         self.write_buf = BytesMut::new();
@@ -513,6 +661,17 @@ where
     /// Handles expired deadlines and arms the timer for the next one. Returns `Ready` with
     /// the item for `recv` when a deadline ends the connection or must be reported.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> RecvPoll {
+        if !self.rearm_timer {
+            // The timer was armed for the earliest deadline, and no deadline moved earlier
+            // since then, so none has passed while the timer (if any) has not fired.
+            let Some(timer) = &mut self.timer else {
+                return Poll::Pending;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.rearm_timer = false;
         for _ in 0..MAX_TIMER_ROUNDS {
             if let Some(item) = self.handle_deadlines(cx) {
                 return Poll::Ready(item);
