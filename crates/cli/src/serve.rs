@@ -348,29 +348,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// runs TLS, which decides the stream type that a WebSocket upgrade recovers.
 async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let (route, mut response) = match path.as_str() {
-        "/ws/echo" => ("/ws/echo", upgrade(&node, &mut req, Endpoint::Echo, tls)),
-        "/ws/chat" => ("/ws/chat", upgrade(&node, &mut req, Endpoint::Chat, tls)),
-        "/healthz" => (
-            "/healthz",
-            only_get(&req).unwrap_or_else(|| text(StatusCode::OK, "ok\n")),
-        ),
-        "/readyz" => (
-            "/readyz",
-            only_get(&req).unwrap_or_else(|| readiness(&node)),
-        ),
-        "/metrics" => ("/metrics", only_get(&req).unwrap_or_else(|| metrics(&node))),
-        // Browsers request an icon on every page. A 204 keeps those requests out of the 404s.
-        "/favicon.ico" => ("/favicon.ico", empty(StatusCode::NO_CONTENT)),
-        _ => match web::find(&path) {
-            Some(asset) => (
-                asset.path,
-                only_get(&req).unwrap_or_else(|| {
-                    response(StatusCode::OK, asset.content_type, asset.body.as_bytes())
-                }),
-            ),
-            None => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
-        },
+    let (route, mut response) = if is_plain_http2_connect(&req) {
+        // A CONNECT without :protocol asks for a TCP tunnel, which this node does not
+        // proxy. Over HTTP/3 it gets 400 before routing, so it gets the same here instead
+        // of the 404 of its empty path.
+        debug!(uri = %req.uri(), "plain CONNECT over HTTP/2 rejected");
+        let error = pylon_proto::handshake::HandshakeError::MissingProtocol;
+        ("other", pylon_ws::server::reject(&error))
+    } else {
+        route_path(&node, &mut req, &path, tls)
     };
     node.metrics
         .http_requests
@@ -382,6 +368,44 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Respon
             .insert(header::ALT_SVC, alt_svc.clone());
     }
     response
+}
+
+/// Whether `req` is an HTTP/2 CONNECT without the `:protocol` pseudo-header of an
+/// extended CONNECT (RFC 8441).
+fn is_plain_http2_connect(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_none()
+}
+
+/// Returns the route label and the response of a request for `path`.
+fn route_path(
+    node: &Arc<Node>,
+    req: &mut Request<Incoming>,
+    path: &str,
+    tls: bool,
+) -> (&'static str, Response<Full<Bytes>>) {
+    match path {
+        "/ws/echo" => ("/ws/echo", upgrade(node, req, Endpoint::Echo, tls)),
+        "/ws/chat" => ("/ws/chat", upgrade(node, req, Endpoint::Chat, tls)),
+        "/healthz" => (
+            "/healthz",
+            only_get(req).unwrap_or_else(|| text(StatusCode::OK, "ok\n")),
+        ),
+        "/readyz" => ("/readyz", only_get(req).unwrap_or_else(|| readiness(node))),
+        "/metrics" => ("/metrics", only_get(req).unwrap_or_else(|| metrics(node))),
+        // Browsers request an icon on every page. A 204 keeps those requests out of the 404s.
+        "/favicon.ico" => ("/favicon.ico", empty(StatusCode::NO_CONTENT)),
+        _ => match web::find(path) {
+            Some(asset) => (
+                asset.path,
+                only_get(req).unwrap_or_else(|| {
+                    response(StatusCode::OK, asset.content_type, asset.body.as_bytes())
+                }),
+            ),
+            None => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+        },
+    }
 }
 
 /// Returns a 405 response for anything but GET and HEAD.

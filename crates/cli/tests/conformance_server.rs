@@ -4,12 +4,15 @@
 //! 5 fragmentation, 6 UTF-8, 7 close, 9 limits and throughput, 12 and 13 permessage-deflate.
 //! Every assertion message starts with the case id.
 //!
-//! Every section runs over four transports, each as a test of its own named after the
-//! section and the transport (`case_1_framing::h2_tls`): an HTTP/1.1 upgrade over TCP and
-//! over TLS, and an HTTP/2 extended CONNECT stream (RFC 8441) over TLS with ALPN `h2` and
-//! over TCP with prior knowledge. The frames are the same on all of them. Over HTTP/2 the
-//! end of the stream (`END_STREAM`) stands where HTTP/1.1 has the end of TCP (FIN), and
-//! `RST_STREAM` where it has a TCP reset.
+//! Every section runs over five transports, each as a test of its own named after the
+//! section and the transport (`case_1_framing::h2_tls`). The transports are an HTTP/1.1
+//! upgrade over TCP and over TLS, an HTTP/2 extended CONNECT stream (RFC 8441) over TLS
+//! with ALPN `h2` and over TCP with prior knowledge, and an HTTP/3 extended CONNECT stream
+//! (RFC 9220) over QUIC.
+//! The frames are the same on all of them. Over HTTP/2 the end of the stream
+//! (`END_STREAM`) stands where HTTP/1.1 has the end of TCP (FIN), and `RST_STREAM` where
+//! it has a TCP reset. Over HTTP/3 the FIN of the QUIC stream stands for the end of TCP,
+//! and `RESET_STREAM` for a TCP reset.
 //!
 //! Handshake faults are covered by `handshake_faults_get_their_status` in `bad_input.rs`
 //! and, over HTTP/2, by `crates/ws/tests/http2.rs`, and `pylon_proto::Connection` alone by
@@ -29,11 +32,13 @@ use common::{Server, run_with_timeout, status_of};
 use conformance::{
     BINARY, CLOSE, CONTINUATION, Deflater, FIN, Frame, Inflater, PING, PONG, RSV1, RSV2, RSV3,
     STEP_TIMEOUT, TEXT, TcpEnd, close_payload, deflate_params, expect_frame, expect_tcp_end,
-    header_value, masked, noise, repetitive_text, write_all, write_chunked,
+    head_text, header_value, masked, noise, repetitive_text, write_all, write_chunked,
 };
-use http::{Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pylon_ws::h3::H3Client;
+use pylon_ws::tls::ClientTls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -56,18 +61,24 @@ enum Transport {
     Http2,
     /// HTTP/2 extended CONNECT over TLS, with ALPN `h2`.
     Http2Tls,
+    /// HTTP/3 extended CONNECT over QUIC, on the UDP port of the TLS listener.
+    Http3,
 }
 
 impl Transport {
-    const ALL: [Transport; 4] = [
+    const ALL: [Transport; 5] = [
         Transport::Http1,
         Transport::Http1Tls,
         Transport::Http2,
         Transport::Http2Tls,
+        Transport::Http3,
     ];
 
     fn is_tls(self) -> bool {
-        matches!(self, Transport::Http1Tls | Transport::Http2Tls)
+        matches!(
+            self,
+            Transport::Http1Tls | Transport::Http2Tls | Transport::Http3
+        )
     }
 }
 
@@ -85,6 +96,8 @@ struct TestCert {
     cert: PathBuf,
     key: PathBuf,
     client_config: Arc<rustls::ClientConfig>,
+    /// Trust settings of the HTTP/3 client, with `cert.pem` as the only root.
+    client_tls: ClientTls,
 }
 
 fn test_cert() -> &'static TestCert {
@@ -100,7 +113,12 @@ fn test_cert() -> &'static TestCert {
         assert!(status.success(), "pylon cert failed:\n{output}");
         let cert = dir.path().join("cert.pem");
         let mut roots = RootCertStore::empty();
+        let mut client_tls = ClientTls {
+            webpki_roots: false,
+            ..ClientTls::default()
+        };
         for der in pylon_ws::tls::read_certs_pem(&cert).expect("read cert.pem") {
+            client_tls.ca_certs.push(der.clone());
             roots.add(der).expect("add cert.pem to the roots");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -114,6 +132,7 @@ fn test_cert() -> &'static TestCert {
             cert,
             _dir: dir,
             client_config: Arc::new(client_config),
+            client_tls,
         }
     })
 }
@@ -160,8 +179,13 @@ impl Node {
 /// the first test that needs it and killed when the last running test drops it, so a
 /// node never outlives the test binary.
 fn shared_node(transport: Transport) -> Arc<Node> {
-    static SLOTS: Mutex<[Weak<Node>; 4]> =
-        Mutex::new([Weak::new(), Weak::new(), Weak::new(), Weak::new()]);
+    static SLOTS: Mutex<[Weak<Node>; 5]> = Mutex::new([
+        Weak::new(),
+        Weak::new(),
+        Weak::new(),
+        Weak::new(),
+        Weak::new(),
+    ]);
     let index = Transport::ALL
         .iter()
         .position(|&candidate| candidate == transport)
@@ -203,6 +227,11 @@ macro_rules! on_every_transport {
                 #[tokio::test]
                 async fn h2_tls() {
                     super::$section(shared_node(Transport::Http2Tls)).await;
+                }
+
+                #[tokio::test]
+                async fn h3() {
+                    super::$section(shared_node(Transport::Http3)).await;
                 }
             }
         )*
@@ -250,9 +279,15 @@ mod case_13_server_settings {
     async fn h2_tls() {
         super::case_13_server_settings(Transport::Http2Tls).await;
     }
+
+    #[tokio::test]
+    async fn h3() {
+        super::case_13_server_settings(Transport::Http3).await;
+    }
 }
 
-/// The byte stream of one WebSocket: a TCP or TLS connection, or an HTTP/2 stream.
+/// The byte stream of one WebSocket: a TCP or TLS connection, or an HTTP/2 or HTTP/3
+/// stream.
 trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
@@ -261,8 +296,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
 struct Peer {
     stream: Box<dyn PeerStream>,
     case: String,
-    /// The server's response head. Over HTTP/2 it is rebuilt from the response as
-    /// `HTTP/2 <status>` and one `name: value` line per header.
+    /// The server's response head. Over HTTP/2 and HTTP/3 it is rebuilt from the response
+    /// as `HTTP/2 <status>` or `HTTP/3 <status>` and one `name: value` line per header.
     response: String,
 }
 
@@ -270,6 +305,14 @@ impl Peer {
     /// Completes the opening handshake, offering `extensions` if given.
     async fn open(addr: Target, case: &str, extensions: Option<&str>) -> Peer {
         let case = case.to_owned();
+        if addr.transport == Transport::Http3 {
+            let (stream, response) = http3_handshake(addr, &case, extensions).await;
+            return Peer {
+                stream,
+                case,
+                response,
+            };
+        }
         let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr.addr))
             .await
             .unwrap_or_else(|_| panic!("{case}: connect timed out"))
@@ -286,6 +329,7 @@ impl Peer {
                 let tls = tls_connect(tcp, b"h2", &case).await;
                 http2_handshake(tls, addr, &case, extensions).await
             }
+            Transport::Http3 => unreachable!("HTTP/3 does not use TCP and returned above"),
         };
         Peer {
             stream,
@@ -509,19 +553,41 @@ async fn http2_handshake(
         .await
         .unwrap_or_else(|_| panic!("{case}: no CONNECT response within {STEP_TIMEOUT:?}"))
         .unwrap_or_else(|error| panic!("{case}: extended CONNECT failed: {error}"));
-    let mut head = format!("HTTP/2 {}\r\n", response.status().as_u16());
-    for (name, value) in response.headers() {
-        head.push_str(&format!(
-            "{name}: {}\r\n",
-            String::from_utf8_lossy(value.as_bytes())
-        ));
-    }
+    let status_line = format!("HTTP/2 {}", response.status().as_u16());
+    let head = head_text(&status_line, response.headers());
     assert_eq!(status_of(&head), 200, "{case}: {head}");
     let upgraded = tokio::time::timeout(STEP_TIMEOUT, hyper::upgrade::on(response))
         .await
         .unwrap_or_else(|_| panic!("{case}: the CONNECT stream was not handed over in time"))
         .unwrap_or_else(|error| panic!("{case}: the CONNECT stream failed: {error}"));
     (Box::new(TokioIo::new(upgraded)), head)
+}
+
+/// Opens a QUIC connection to the node, sends an extended CONNECT for `/ws/echo` on it
+/// and returns the tunnel and the `200` response rebuilt as text. Every peer has a QUIC
+/// connection of its own, as every HTTP/1.1 peer has its own TCP connection.
+async fn http3_handshake(
+    addr: Target,
+    case: &str,
+    extensions: Option<&str>,
+) -> (Box<dyn PeerStream>, String) {
+    let client = H3Client::new(&test_cert().client_tls, STEP_TIMEOUT)
+        .unwrap_or_else(|error| panic!("{case}: HTTP/3 client setup failed: {error}"));
+    let mut headers = HeaderMap::new();
+    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    if let Some(value) = extensions {
+        let value = HeaderValue::from_str(value).expect("valid extension header");
+        headers.insert("sec-websocket-extensions", value);
+    }
+    let url = format!("wss://localhost:{}/ws/echo", addr.addr.port());
+    let (response, tunnel) = client
+        .tunnel(&url, headers)
+        .await
+        .unwrap_or_else(|error| panic!("{case}: extended CONNECT over HTTP/3 failed: {error}"));
+    let status_line = format!("HTTP/3 {}", response.status().as_u16());
+    let head = head_text(&status_line, response.headers());
+    assert_eq!(status_of(&head), 200, "{case}: {head}");
+    (Box::new(tunnel), head)
 }
 
 /// Lengths of section 1: every boundary of the 7-bit, 16-bit and 64-bit length forms, and

@@ -171,3 +171,214 @@ async fn http3_handshake_faults() {
     ws.send(Message::text("after faults")).await.unwrap();
     assert_eq!(next_message(&mut ws).await, Message::text("after faults"));
 }
+
+/// Opens a raw HTTP/3 client connection to a node that presents `cert`, for requests that
+/// `H3Client` does not send, such as a CONNECT without `:protocol`.
+async fn raw_h3(server: &Server, cert: &pylon_ws::tls::SelfSigned) -> pylon_h3::ClientConnection {
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![pylon_h3::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = endpoint
+        .connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
+            server.addr,
+            "localhost",
+        )
+        .unwrap();
+    let quic = tokio::time::timeout(STEP_TIMEOUT, quic)
+        .await
+        .expect("QUIC handshake timed out")
+        .unwrap();
+    pylon_h3::ClientConnection::new(quic, pylon_h3::Config::default())
+        .await
+        .unwrap()
+}
+
+/// Builds a CONNECT request to `/ws/echo` with `sec-websocket-version: version`. Without a
+/// `:protocol` the request is a plain CONNECT, whose URI is the authority alone.
+fn connect_request(server: &Server, extended: bool, version: &str) -> http::Request<()> {
+    let uri = if extended {
+        format!("https://localhost:{}/ws/echo", server.addr.port())
+    } else {
+        format!("localhost:{}", server.addr.port())
+    };
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(uri)
+        .header("sec-websocket-version", version)
+        .body(())
+        .unwrap()
+}
+
+/// Encodes a masked client frame with the all-zero masking key, so the payload is sent
+/// as it is. Payloads here are shorter than 126 bytes.
+fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Writes a text message on a raw tunnel and expects its unmasked echo.
+async fn expect_raw_echo(tunnel: &mut pylon_ws::h3::H3Stream, text: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    tunnel.write_all(&masked_frame(0x81, text)).await.unwrap();
+    tunnel.flush().await.unwrap();
+    let mut echo = vec![0u8; text.len() + 2];
+    tokio::time::timeout(STEP_TIMEOUT, tunnel.read_exact(&mut echo))
+        .await
+        .expect("no echo within the timeout")
+        .unwrap();
+    assert_eq!(echo[..2], [0x81, text.len() as u8], "echo header");
+    assert_eq!(&echo[2..], text, "echo payload");
+}
+
+/// Sends the extended CONNECT faults of RFC 9220 to `pylon serve`, all on one QUIC
+/// connection. Each gets its status or stream reset. Neither the WebSocket opened first
+/// nor the connection is affected.
+#[tokio::test]
+async fn http3_connect_faults_affect_only_their_stream() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = pylon_ws::tls::self_signed_localhost().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
+    std::fs::write(&key_path, &cert.key_pem).unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start_with(
+        &data_dir,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let connection = raw_h3(&server, &cert).await;
+    let (response, mut healthy) = connection
+        .connect(&connect_request(&server, true, "13"), Some("websocket"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    expect_raw_echo(&mut healthy, b"first").await;
+
+    let (response, _) = connection
+        .connect(&connect_request(&server, false, "13"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "CONNECT without :protocol"
+    );
+
+    let (response, _) = connection
+        .connect(&connect_request(&server, true, "13"), Some("webtransport"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown :protocol"
+    );
+
+    for version in ["8", "12", "14"] {
+        let (response, _) = connection
+            .connect(&connect_request(&server, true, version), Some("websocket"))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version {version}"
+        );
+        assert_eq!(
+            response.headers()["sec-websocket-version"],
+            "13",
+            "Sec-WebSocket-Version {version}"
+        );
+    }
+
+    // An extended CONNECT without :path, which the client API cannot send, so the HEADERS
+    // frame is written by hand. An extended CONNECT must carry :path, so the node resets
+    // the stream as malformed with H3_MESSAGE_ERROR.
+    let authority = format!("localhost:{}", server.addr.port());
+    let lines = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":authority", authority.as_str()),
+        ("sec-websocket-version", "13"),
+    ];
+    let section = pylon_h3::qpack::encode_field_section(
+        lines
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
+    );
+    let mut headers_frame = Vec::new();
+    pylon_h3::frame::encode(pylon_h3::frame::HEADERS, &section, &mut headers_frame);
+    let (mut send, mut recv) = connection.quic().open_bi().await.unwrap();
+    send.write_all(&headers_frame).await.unwrap();
+    let reset = tokio::time::timeout(STEP_TIMEOUT, recv.read_to_end(1024))
+        .await
+        .expect("no answer to a CONNECT without :path");
+    match reset {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => assert_eq!(
+            code.into_inner(),
+            pylon_h3::Code::H3_MESSAGE_ERROR.0,
+            "reset code for a CONNECT without :path"
+        ),
+        other => panic!("expected a reset for a CONNECT without :path, got {other:?}"),
+    }
+
+    // Half of a 100-byte binary frame, then a reset of that stream.
+    let (response, mut broken) = connection
+        .connect(&connect_request(&server, true, "13"), Some("websocket"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut partial = vec![0x82, 0x80 | 100, 0, 0, 0, 0];
+    partial.extend_from_slice(&[b'x'; 40]);
+    broken.write_all(&partial).await.unwrap();
+    broken.flush().await.unwrap();
+    broken.reset(pylon_h3::Code::H3_REQUEST_CANCELLED);
+
+    expect_raw_echo(&mut healthy, b"after every fault").await;
+    let (response, mut fresh) = connection
+        .connect(&connect_request(&server, true, "13"), Some("websocket"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    expect_raw_echo(&mut fresh, b"new stream").await;
+    assert!(
+        connection.quic().close_reason().is_none(),
+        "the node closed the connection: {:?}",
+        connection.quic().close_reason()
+    );
+
+    // The node ended the reset WebSocket and kept the other two open.
+    let total = "pylon_ws_connections_total{endpoint=\"echo\",transport=\"h3\"} 3";
+    let open = "pylon_ws_connections_open{endpoint=\"echo\",transport=\"h3\"} 2";
+    let mut metrics = String::new();
+    for _ in 0..20 {
+        metrics = fetch_metrics_tls(&server);
+        if metrics.contains(open) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(total), "missing `{total}` in:\n{metrics}");
+    assert!(metrics.contains(open), "missing `{open}` in:\n{metrics}");
+}

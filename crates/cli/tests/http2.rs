@@ -370,3 +370,187 @@ async fn drain_sends_goaway_to_http2_connections() {
     let status = server.terminate(Duration::from_secs(15));
     assert!(status.success(), "pylon exited with {status}");
 }
+
+/// Opens a raw HTTP/2 connection to a plain node with prior knowledge, for requests that
+/// `pylon_ws::client` does not send, and waits for the node's SETTINGS.
+async fn raw_h2c(server: &Server) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (send_request, mut connection) = within("HTTP/2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
+    let mut ping_pong = connection.ping_pong().expect("a ping handle");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    within("ping", ping_pong.ping(h2::Ping::opaque()))
+        .await
+        .unwrap();
+    assert!(
+        send_request.is_extended_connect_protocol_enabled(),
+        "the node did not send SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    );
+    send_request
+}
+
+/// Builds a CONNECT request to `uri` with `sec-websocket-version: version` and, if given,
+/// the `:protocol` pseudo-header.
+fn connect_request(uri: &str, protocol: Option<&'static str>, version: &str) -> Request<()> {
+    let mut request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(uri)
+        .header("sec-websocket-version", version)
+        .body(())
+        .unwrap();
+    if let Some(protocol) = protocol {
+        request
+            .extensions_mut()
+            .insert(h2::ext::Protocol::from_static(protocol));
+    }
+    request
+}
+
+/// Sends `request` on a new stream and returns the response, or the stream's error.
+async fn send_raw(
+    send_request: &h2::client::SendRequest<Bytes>,
+    request: Request<()>,
+) -> Result<(http::Response<h2::RecvStream>, h2::SendStream<Bytes>), h2::Error> {
+    let mut ready = within("stream slot", send_request.clone().ready())
+        .await
+        .unwrap();
+    let (response, send) = ready.send_request(request, false)?;
+    let response = within("response", response).await?;
+    Ok((response, send))
+}
+
+/// Encodes a masked client frame with the all-zero masking key, so the payload is sent
+/// as it is. Payloads here are shorter than 126 bytes.
+fn masked_frame(first_byte: u8, payload: &[u8]) -> Bytes {
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+/// Writes a text message on a raw WebSocket stream and expects its unmasked echo.
+async fn expect_raw_echo(recv: &mut h2::RecvStream, send: &mut h2::SendStream<Bytes>, text: &[u8]) {
+    send.send_data(masked_frame(0x81, text), false).unwrap();
+    let mut echo = Vec::new();
+    while echo.len() < text.len() + 2 {
+        let data = within("echo", recv.data())
+            .await
+            .expect("the stream ended before the echo")
+            .unwrap();
+        let _ = recv.flow_control().release_capacity(data.len());
+        echo.extend_from_slice(&data);
+    }
+    assert_eq!(echo[..2], [0x81, text.len() as u8], "echo header");
+    assert_eq!(&echo[2..], text, "echo payload");
+}
+
+/// Sends the extended CONNECT faults of RFC 8441 to `pylon serve` with prior knowledge,
+/// all on one HTTP/2 connection. Each gets its status or stream reset. Neither the
+/// WebSocket opened first nor the connection is affected.
+#[tokio::test]
+async fn http2_connect_faults_affect_only_their_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let echo_uri = format!("http://{}/ws/echo", server.addr);
+    let send_request = raw_h2c(&server).await;
+    let (response, mut healthy_send) = send_raw(
+        &send_request,
+        connect_request(&echo_uri, Some("websocket"), "13"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut healthy_recv = response.into_body();
+    expect_raw_echo(&mut healthy_recv, &mut healthy_send, b"first").await;
+
+    // Without :protocol, h2 sends a plain CONNECT: :method and :authority only.
+    let (response, _) = send_raw(&send_request, connect_request(&echo_uri, None, "13"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "CONNECT without :protocol"
+    );
+
+    let (response, _) = send_raw(
+        &send_request,
+        connect_request(&echo_uri, Some("webtransport"), "13"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown :protocol"
+    );
+
+    for version in ["8", "12", "14"] {
+        let (response, _) = send_raw(
+            &send_request,
+            connect_request(&echo_uri, Some("websocket"), version),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version {version}"
+        );
+        assert_eq!(
+            response.headers()["sec-websocket-version"],
+            "13",
+            "Sec-WebSocket-Version {version}"
+        );
+    }
+
+    // An authority-only URI makes h2 send an extended CONNECT without :scheme and :path,
+    // which the node resets with PROTOCOL_ERROR as a malformed request.
+    let no_path = connect_request(&server.addr.to_string(), Some("websocket"), "13");
+    let error = send_raw(&send_request, no_path).await.unwrap_err();
+    assert_eq!(
+        error.reason(),
+        Some(h2::Reason::PROTOCOL_ERROR),
+        "extended CONNECT without :path: {error}"
+    );
+
+    // Half of a 100-byte binary frame, then RST_STREAM on that stream.
+    let (response, mut broken) = send_raw(
+        &send_request,
+        connect_request(&echo_uri, Some("websocket"), "13"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut partial = vec![0x82, 0x80 | 100, 0, 0, 0, 0];
+    partial.extend_from_slice(&[b'x'; 40]);
+    broken.send_data(Bytes::from(partial), false).unwrap();
+    broken.send_reset(h2::Reason::CANCEL);
+
+    expect_raw_echo(&mut healthy_recv, &mut healthy_send, b"after every fault").await;
+    let (response, mut fresh_send) = send_raw(
+        &send_request,
+        connect_request(&echo_uri, Some("websocket"), "13"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut fresh_recv = response.into_body();
+    expect_raw_echo(&mut fresh_recv, &mut fresh_send, b"new stream").await;
+
+    // The node ended the reset WebSocket and kept the other two open.
+    let total = "pylon_ws_connections_total{endpoint=\"echo\",transport=\"h2\"} 3";
+    let open = "pylon_ws_connections_open{endpoint=\"echo\",transport=\"h2\"} 2";
+    let mut metrics = String::new();
+    for _ in 0..20 {
+        metrics = h2c_get(&server, &["/metrics"]).await.remove(0).1;
+        if metrics.contains(open) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(total), "missing `{total}` in:\n{metrics}");
+    assert!(metrics.contains(open), "missing `{open}` in:\n{metrics}");
+}

@@ -151,8 +151,13 @@ impl TrySendError {
     }
 }
 
+/// A rejected WebSocket handshake becomes [`Error::Handshake`], as over HTTP/1.1 and
+/// HTTP/2, so that callers match one variant whatever the transport.
 impl From<crate::h3::H3Error> for Error {
     fn from(err: crate::h3::H3Error) -> Self {
-        Error::Http3(Box::new(err))
+        match err {
+            crate::h3::H3Error::Handshake(err) => Error::Handshake(err),
+            err => Error::Http3(Box::new(err)),
+        }
     }
 }

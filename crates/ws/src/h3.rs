@@ -414,6 +414,27 @@ impl H3Request {
         Ok(ws)
     }
 
+    /// Sends `response` as it is, without the WebSocket checks of [`H3Request::accept`],
+    /// and returns the raw stream of the request. After a 2xx response to the extended
+    /// CONNECT, the stream is the tunnel, so that a tool that writes WebSocket frames
+    /// itself, such as a scripted test server, can answer with any status and headers.
+    /// After another status, writes to the stream are the response body.
+    ///
+    /// # Errors
+    ///
+    /// [`H3Error::Http3`] if the response headers are invalid or cannot be sent.
+    pub async fn respond(mut self, response: &Response<()>) -> Result<H3Stream, H3Error> {
+        self.stream.send_response(response).await?;
+        let tunnel = self.stream.into_tunnel();
+        debug!(
+            stream = tunnel.id(),
+            status = response.status().as_u16(),
+            path = self.request.uri().path(),
+            "raw response sent on an HTTP/3 request"
+        );
+        Ok(tunnel)
+    }
+
     /// Answers with `status` and a plain-text `reason`, for example 404 for an unknown
     /// path.
     pub async fn reject(self, status: StatusCode, reason: &str) {

@@ -402,15 +402,21 @@ async fn reset_mid_message_ends_only_that_websocket() {
     assert_eq!(reply, Message::text("still open"));
 }
 
-#[tokio::test]
-async fn server_without_connect_protocol_is_typed_error() {
-    let certificate = tls::self_signed_localhost().unwrap();
+/// Opens a QUIC server endpoint on loopback that presents `certificate`, for tests that
+/// drive the HTTP/3 server side themselves.
+fn bare_endpoint(certificate: &tls::SelfSigned) -> quinn::Endpoint {
     let quic_config = h3::server_config(
         vec![certificate.cert_der.clone()],
         certificate.key_der.clone_key(),
     )
     .unwrap();
-    let endpoint = h3::server_endpoint("127.0.0.1:0".parse().unwrap(), quic_config).unwrap();
+    h3::server_endpoint("127.0.0.1:0".parse().unwrap(), quic_config).unwrap()
+}
+
+#[tokio::test]
+async fn server_without_connect_protocol_is_typed_error() {
+    let certificate = tls::self_signed_localhost().unwrap();
+    let endpoint = bare_endpoint(&certificate);
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(async move {
         let quic = endpoint.accept().await.unwrap().await.unwrap();
@@ -520,4 +526,80 @@ async fn unread_error_response_is_reset_and_blocks_nothing() {
     .await
     .unwrap();
     assert_eq!(reset, Some(0x10c));
+}
+
+/// `H3Request::respond` sends the given status and headers unchecked, and a 200 response
+/// turns the stream into a raw tunnel: the client's WebSocket frames arrive as bytes, and
+/// bytes written by the server arrive as frames at the client.
+#[tokio::test]
+async fn respond_sends_headers_and_returns_raw_tunnel() {
+    let certificate = tls::self_signed_localhost().unwrap();
+    let endpoint = bare_endpoint(&certificate);
+    let port = endpoint.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let incoming = endpoint.accept().await.unwrap();
+        let mut connection = H3Connection::accept(incoming, TIMEOUT).await.unwrap();
+        let request = connection.next_request().await.unwrap();
+        let offer = request
+            .request()
+            .headers()
+            .get("sec-websocket-extensions")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let response = http::Response::builder()
+            .status(StatusCode::OK)
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .header("x-scripted", "yes")
+            .body(())
+            .unwrap();
+        let mut tunnel = request.respond(&response).await.unwrap();
+        // The client's masked text frame "hi": 2 header bytes, 4 mask bytes, 2 payload bytes.
+        let mut frame = [0u8; 8];
+        tokio::time::timeout(TIMEOUT, tunnel.read_exact(&mut frame))
+            .await
+            .unwrap()
+            .unwrap();
+        tunnel.write_all(b"\x81\x05hello").await.unwrap();
+        tunnel.flush().await.unwrap();
+        // Keeps the connection open until the client has read the reply.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(TIMEOUT, tunnel.read_to_end(&mut rest)).await;
+        (offer, frame)
+    });
+
+    let mut tls = ClientTls {
+        webpki_roots: false,
+        ..ClientTls::default()
+    };
+    tls.ca_certs.push(certificate.cert_der.clone());
+    let client = H3Client::new(&tls, TIMEOUT).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    headers.insert(
+        "sec-websocket-extensions",
+        HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+    );
+    let url = format!("wss://localhost:{port}/scripted");
+    let (response, mut tunnel) = client.tunnel(&url, headers).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("sec-websocket-extensions").unwrap(),
+        "permessage-deflate"
+    );
+    assert_eq!(response.headers().get("x-scripted").unwrap(), "yes");
+
+    let frame = common::masked_frame(true, 0x1, b"hi");
+    tunnel.write_all(&frame).await.unwrap();
+    tunnel.flush().await.unwrap();
+    assert_eq!(read_exact_reply(&mut tunnel, 7).await, b"\x81\x05hello");
+    tunnel.shutdown().await.unwrap();
+
+    let (offer, received) = tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        offer.as_deref(),
+        Some("permessage-deflate; client_max_window_bits")
+    );
+    assert_eq!(received.as_slice(), frame.as_slice());
 }

@@ -395,3 +395,15 @@ pub fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
     })
 }
+
+/// Rebuilds an HTTP/2 or HTTP/3 message head as text: `first_line`, then one
+/// `name: value` line per header, each ending in CRLF, so that [`header_value`] reads it
+/// like an HTTP/1.1 head.
+pub fn head_text(first_line: &str, headers: &http::HeaderMap) -> String {
+    let mut head = format!("{first_line}\r\n");
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head
+}
