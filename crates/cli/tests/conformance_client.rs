@@ -35,7 +35,7 @@ use pylon_ws::h3::{H3Connection, H3Request};
 use pylon_ws::tls::{ClientTls, SelfSigned};
 use pylon_ws::{CloseCode, DeflateConfig, Error, Message, Sender, WebSocket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -44,6 +44,8 @@ use tokio::task::JoinHandle;
 enum Transport {
     /// HTTP/1.1 upgrade over TCP.
     Http1,
+    /// HTTP/1.1 upgrade over TLS, with ALPN `http/1.1`.
+    Http1Tls,
     /// HTTP/2 extended CONNECT over TCP with prior knowledge.
     Http2,
     /// HTTP/2 extended CONNECT over TLS, with ALPN `h2`.
@@ -74,6 +76,11 @@ macro_rules! on_every_transport {
                 #[tokio::test]
                 async fn h1() {
                     TRANSPORT.scope(Transport::Http1, super::$section()).await;
+                }
+
+                #[tokio::test]
+                async fn h1_tls() {
+                    TRANSPORT.scope(Transport::Http1Tls, super::$section()).await;
                 }
 
                 #[tokio::test]
@@ -245,12 +252,28 @@ fn switching_protocols(request: &str, extensions: Option<&str>) -> String {
     )
 }
 
-/// Accepts one connection and reads its request head.
-async fn accept(listener: &TcpListener, case: &str) -> (TcpStream, String) {
-    let (mut stream, _) = tokio::time::timeout(STEP_TIMEOUT, listener.accept())
+/// Accepts one connection and reads its request head, over TLS with ALPN `http/1.1` if
+/// the running test is `h1_tls`.
+async fn accept(listener: &TcpListener, case: &str) -> (Box<dyn ScriptStream>, String) {
+    let (tcp, _) = tokio::time::timeout(STEP_TIMEOUT, listener.accept())
         .await
         .unwrap_or_else(|_| panic!("{case}: the client did not connect"))
         .expect("accept");
+    let mut stream: Box<dyn ScriptStream> = if transport() == Transport::Http1Tls {
+        let acceptor = test_cert().acceptor().expect("TLS acceptor");
+        let tls = tokio::time::timeout(STEP_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .unwrap_or_else(|_| panic!("{case}: TLS handshake timed out"))
+            .unwrap_or_else(|error| panic!("{case}: TLS handshake failed: {error}"));
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(&b"http/1.1"[..]),
+            "{case}: the client did not select ALPN http/1.1"
+        );
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -298,7 +321,9 @@ async fn listen() -> (Listener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let url = match transport {
-        Transport::Http2Tls => format!("wss://localhost:{}/conformance", addr.port()),
+        Transport::Http1Tls | Transport::Http2Tls => {
+            format!("wss://localhost:{}/conformance", addr.port())
+        }
         _ => format!("ws://{addr}/conformance"),
     };
     (Listener::Tcp(listener), url)
@@ -313,6 +338,10 @@ fn client_config(transport: Transport, config: ClientConfig) -> ClientConfig {
     };
     match transport {
         Transport::Http1 => config,
+        Transport::Http1Tls => ClientConfig {
+            tls: trust_test_cert(),
+            ..config
+        },
         Transport::Http2 => ClientConfig {
             http_version: HttpVersion::Http2,
             ..config
@@ -357,7 +386,7 @@ async fn open(case: &str, config: ClientConfig, extensions: Option<&str>) -> (Sc
         }
     });
     let (stream, request) = match (transport, &listener) {
-        (Transport::Http1, Listener::Tcp(listener)) => {
+        (Transport::Http1 | Transport::Http1Tls, Listener::Tcp(listener)) => {
             let (mut stream, request) = accept(listener, case).await;
             write_all(
                 &mut stream,
@@ -365,7 +394,7 @@ async fn open(case: &str, config: ClientConfig, extensions: Option<&str>) -> (Sc
                 case,
             )
             .await;
-            (Box::new(stream) as Box<dyn ScriptStream>, request)
+            (stream, request)
         }
         (Transport::Http2 | Transport::Http2Tls, Listener::Tcp(listener)) => {
             accept_http2(listener, case, extensions).await
@@ -1150,8 +1179,8 @@ async fn connect_with_response(
     let transport = transport();
     let config = client_config(transport, config);
     let client = match (transport, &listener) {
-        (Transport::Http1, Listener::Tcp(listener)) => {
-            let client = tokio::spawn(async move { connect(&url, config).await.map(|_| ()) });
+        (Transport::Http1 | Transport::Http1Tls, Listener::Tcp(listener)) => {
+            let client = tokio::spawn(async move { connect_any(&url, config).await.map(|_| ()) });
             let (mut stream, request) = accept(listener, case).await;
             write_all(
                 &mut stream,
