@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use http::{HeaderName, HeaderValue};
-use pylon_ws::client::{ClientConfig, HttpVersion, connect_any};
+use pylon_ws::client::{Client, ClientConfig, HttpVersion};
 use pylon_ws::{CloseCode, Message, WebSocket};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Longest wait for the pooled connections to close before the process exits.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Bytes of a binary message that are printed, as hex, before the rest is elided.
 const BINARY_PREVIEW: usize = 256;
@@ -91,9 +94,15 @@ enum Http {
 pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let config = client_config(&args)?;
     let line_limit = config.ws.proto.limits.max_message_size;
-    let (ws, _response) = connect_any(&args.url, config)
-        .await
-        .with_context(|| format!("failed to connect to {}", args.url))?;
+    let client = Client::new(config);
+    let (ws, _response) = match client.connect(&args.url).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            let hint = connect_hint(&error, args.http);
+            return Err(anyhow::Error::new(error)
+                .context(format!("failed to connect to {}{hint}", args.url)));
+        }
+    };
     let mut status = format!(
         "connected to {} over HTTP/{}",
         args.url,
@@ -110,7 +119,28 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
         let _ = write!(status, ", compression {}", deflate.params);
     }
     eprintln!("{status}");
-    session(ws, &args, line_limit).await
+    let result = session(ws, &args, line_limit).await;
+    // Over HTTP/3 the end of the stream and the connection close are sent by this process,
+    // so it waits until they left before it exits.
+    client.close(CLOSE_TIMEOUT).await;
+    result
+}
+
+/// Returns advice, in command-line terms, for connect errors that have a usual cause.
+fn connect_hint(error: &pylon_ws::Error, http: Http) -> &'static str {
+    let text = error.to_string();
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        return "; to trust a private or self-signed certificate pass --ca-file PEM, or \
+                --insecure for development";
+    }
+    if text.contains("InvalidContentType") {
+        return "; the server did not answer with TLS: use ws:// for a server without TLS";
+    }
+    if matches!(http, Http::Http3) && text.contains("timed out") {
+        return "; no HTTP/3 answer: the server listens for QUIC only with TLS on and \
+                without --no-http3";
+    }
+    ""
 }
 
 fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {

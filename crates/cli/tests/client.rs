@@ -162,6 +162,11 @@ fn wss_with_ca_file() {
     assert!(!untrusted.status.success());
     let stderr = stderr_of(&untrusted);
     assert!(stderr.contains("failed to connect to wss://"), "{stderr}");
+    assert!(stderr.contains("pass --ca-file PEM"), "{stderr}");
+    let untrusted_h3 = run_client(&[&url, "--http", "3"], "secure\n");
+    assert!(!untrusted_h3.status.success());
+    let stderr = stderr_of(&untrusted_h3);
+    assert!(stderr.contains("pass --ca-file PEM"), "{stderr}");
 
     let insecure = run_client(&[&url, "--insecure"], "anyway\n");
     assert!(insecure.status.success(), "{}", stderr_of(&insecure));
@@ -218,4 +223,41 @@ fn bad_arguments_fail_clearly() {
         stderr.contains("failed to connect to ws://127.0.0.1:1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn http3_client_exit_lets_node_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::start_with(dir.path(), &["--tls-self-signed", "--drain-timeout", "30"]);
+    let url = format!("wss://localhost:{}/ws/echo", server.addr.port());
+    let mut client = Command::new(env!("CARGO_BIN_EXE_pylon"))
+        .args(["client", &url, "--insecure", "--http", "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"ready\n").unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+
+    // The node closes the WebSocket with 1001 and then waits for the client to end the
+    // stream, up to the 5 s close timeout. A client that exits without telling the
+    // server over QUIC would hold the node for those 5 s.
+    let started = Instant::now();
+    let status = server.terminate(RUN_TIMEOUT);
+    let drained_in = started.elapsed();
+    assert!(status.success(), "pylon serve exited with {status}");
+    assert!(
+        drained_in < Duration::from_secs(4),
+        "the node took {drained_in:?} to drain one HTTP/3 WebSocket"
+    );
+    drop(stdin);
+    let output = client.wait_with_output().unwrap();
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("close code 1001"), "{stderr}");
 }

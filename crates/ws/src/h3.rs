@@ -492,6 +492,9 @@ impl Target {
     }
 }
 
+/// H3_NO_ERROR, the application error code of a graceful close (RFC 9114 section 8.1).
+const H3_NO_ERROR: u32 = 0x100;
+
 /// An HTTP/3 client that keeps one QUIC connection per server, so many WebSockets to the
 /// same server share it. Clones share the pool.
 #[derive(Clone)]
@@ -533,6 +536,35 @@ impl H3Client {
                 timeout: handshake_timeout,
             }),
         })
+    }
+
+    /// Closes every QUIC connection of the pool with H3_NO_ERROR and waits, at most
+    /// `timeout`, until the peers were told.
+    ///
+    /// QUIC runs in the process, not in the kernel, so a process that exits right after
+    /// its last WebSocket ended may never send the stream's end or the connection close,
+    /// and the server then waits for its own timeouts. Call this before exiting.
+    pub async fn close(&self, timeout: Duration) {
+        self.inner.connections.lock().await.clear();
+        let endpoints: Vec<quinn::Endpoint> = self
+            .inner
+            .endpoints
+            .lock()
+            .await
+            .values()
+            .cloned()
+            .collect();
+        for endpoint in &endpoints {
+            endpoint.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
+        }
+        let idle = async {
+            for endpoint in &endpoints {
+                endpoint.wait_idle().await;
+            }
+        };
+        if tokio::time::timeout(timeout, idle).await.is_err() {
+            debug!(?timeout, "QUIC endpoints did not finish closing in time");
+        }
     }
 
     /// Returns a local endpoint for the address family of `remote`.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::Response;
 
@@ -118,6 +119,19 @@ impl Client {
             connection.open(&target, self.cfg.clone()).await
         })
         .await
+    }
+
+    /// Closes the pooled connections. HTTP/3 connections are closed with H3_NO_ERROR,
+    /// waiting at most `timeout` until the servers were told, because QUIC runs in the
+    /// process and a process that exits without this leaves the server waiting for its
+    /// timeouts. HTTP/2 connections are dropped, and the kernel closes their TCP
+    /// connections. WebSockets still open on them fail.
+    pub async fn close(&self, timeout: Duration) {
+        lock(&self.connections).clear();
+        let http3 = lock(&self.http3).take();
+        if let Some(http3) = http3 {
+            http3.close(timeout).await;
+        }
     }
 
     /// Returns the HTTP/3 pool, creating it on the first call.
