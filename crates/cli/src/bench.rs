@@ -70,7 +70,9 @@ struct TransportArgs {
     http: Http,
 
     /// WebSockets that share one HTTP/2 or HTTP/3 connection. Connection i of the run
-    /// goes over shared connection i / N. Ignored over HTTP/1.1.
+    /// goes over shared connection i / N. Ignored over HTTP/1.1. Keep it at or below the
+    /// server's stream limit (pylon serve: 128 over HTTP/2, 100 over HTTP/3), because
+    /// WebSockets past it wait for a free stream and fail at the 10 s handshake timeout.
     #[arg(long, default_value_t = DEFAULT_STREAMS_PER_CONNECTION)]
     streams_per_connection: usize,
 
