@@ -9,19 +9,20 @@
 //! because the kernel's ephemeral ports (32768-60999 by default) are per source address.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pylon_ws::{CloseCode, Config, Message, WebSocket};
+use pylon_ws::{CloseCode, Config, Error, Message, WebSocket};
 use serde::Serialize;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::dial::{self, Endpoint};
+use crate::dial::{self, Endpoint, Pool, Transport};
 use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::proc;
 use crate::progress::Progress;
@@ -39,9 +40,11 @@ const TIMEOUT_SLACK: Duration = Duration::from_secs(120);
 /// Settings of a connection capacity run.
 #[derive(Clone, Debug)]
 pub struct ConnectionsConfig {
-    /// `ws://` URL of a WebSocket endpoint that keeps idle connections open, such as
-    /// `/ws/echo`.
+    /// `ws://` or `wss://` URL of a WebSocket endpoint that keeps idle connections open,
+    /// such as `/ws/echo`.
     pub url: String,
+    /// HTTP version, TLS trust and connection sharing.
+    pub transport: Transport,
     /// Number of connections to open.
     pub count: usize,
     /// Time to hold the connections open once all connects finished.
@@ -50,7 +53,7 @@ pub struct ConnectionsConfig {
     /// `None` sends no pings.
     pub ping_interval: Option<Duration>,
     /// Source addresses to bind, assigned to connections in turn. Empty leaves the
-    /// choice to the kernel.
+    /// choice to the kernel. Only for `ws://` URLs over HTTP/1.1.
     pub source_ips: Vec<IpAddr>,
     /// Maximum number of connections being opened at the same time.
     pub connect_concurrency: usize,
@@ -66,11 +69,12 @@ pub struct ConnectionsConfig {
 }
 
 impl ConnectionsConfig {
-    /// Creates a configuration that holds for 10 seconds with pings every 5 seconds, at
-    /// most 64 concurrent connects and 1 second of settling.
+    /// Creates a configuration over HTTP/1.1 that holds for 10 seconds with pings every 5
+    /// seconds, at most 64 concurrent connects and 1 second of settling.
     pub fn new(url: impl Into<String>, count: usize) -> Self {
         ConnectionsConfig {
             url: url.into(),
+            transport: Transport::default(),
             count,
             hold: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(5)),
@@ -89,6 +93,15 @@ impl ConnectionsConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.transport.validate(&self.url)?;
+        if !self.source_ips.is_empty() && !self.transport.is_plain_http1(&self.url) {
+            anyhow::bail!(
+                "--source-ips works only for ws:// URLs over HTTP/1.1, not for {} over {}; \
+                 drop --source-ips",
+                self.url,
+                self.transport.label(&self.url)
+            );
+        }
         if self.count == 0 {
             anyhow::bail!("invalid connection count 0: expected at least 1");
         }
@@ -123,6 +136,10 @@ impl ConnectionsConfig {
 pub struct ConnectionsReport {
     /// URL the connections were opened to.
     pub url: String,
+    /// Transport of the WebSockets: `h1`, `h1+tls`, `h2`, `h2+tls` or `h3`.
+    pub transport: String,
+    /// WebSockets per HTTP/2 or HTTP/3 connection, `None` over HTTP/1.1.
+    pub streams_per_connection: Option<usize>,
     /// Connections requested.
     pub requested: usize,
     /// Connections opened.
@@ -183,8 +200,8 @@ impl MemoryDelta {
 }
 
 /// Outcome of the connect phase.
-struct Opened {
-    sockets: Vec<WebSocket<TcpStream>>,
+struct Opened<S> {
+    sockets: Vec<WebSocket<S>>,
     failures: BTreeMap<String, u64>,
     first_failure: Option<String>,
     connect_us: LatencySummary,
@@ -205,18 +222,66 @@ pub async fn run(
 ) -> anyhow::Result<ConnectionsReport> {
     config.validate()?;
     let hard_deadline = Instant::now() + config.hard_timeout();
-    let endpoint = match config.source_ips.is_empty() {
-        true => None,
-        false => Some(Arc::new(Endpoint::resolve(&config.url).await?)),
+    if config.transport.is_plain_http1(&config.url) {
+        let endpoint = match config.source_ips.is_empty() {
+            true => None,
+            false => Some(Arc::new(Endpoint::resolve(&config.url).await?)),
+        };
+        let url: Arc<str> = Arc::from(config.url.as_str());
+        let ws_config = config.ws_config();
+        let compress = config.compress;
+        let source_ips = config.source_ips.clone();
+        let dial = move |index: usize| {
+            let url = Arc::clone(&url);
+            let ws_config = ws_config.clone();
+            // Connection i binds source address i modulo the number of source addresses.
+            let source = endpoint
+                .clone()
+                .map(|endpoint| (endpoint, source_ips[index % source_ips.len()]));
+            async move {
+                match source {
+                    Some((endpoint, ip)) => {
+                        dial::connect_from(&endpoint, ip, &ws_config, compress).await
+                    }
+                    None => dial::connect(&url, &ws_config, compress).await,
+                }
+            }
+        };
+        return run_with(config, dial, progress, hard_deadline).await;
+    }
+    let pool = Pool::new(
+        &config.url,
+        &config.transport,
+        &config.ws_config(),
+        config.compress,
+        config.count,
+    );
+    let dial = move |index| {
+        let pool = pool.clone();
+        async move { pool.connect(index).await }
     };
+    run_with(config, dial, progress, hard_deadline).await
+}
 
+/// Opens the connections with `dial`, measures, holds and closes them.
+async fn run_with<S, D, F>(
+    config: &ConnectionsConfig,
+    dial: D,
+    progress: Arc<Progress>,
+    hard_deadline: Instant,
+) -> anyhow::Result<ConnectionsReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Fn(usize) -> F,
+    F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
+{
     let server_before = config
         .server_pid
         .map(|pid| proc::resident_bytes(Some(pid)))
         .transpose()?;
     let client_before = proc::resident_bytes(None).ok();
 
-    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, endpoint, &progress))
+    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, dial, &progress))
         .await
         .with_context(|| {
             format!(
@@ -246,6 +311,11 @@ pub async fn run(
 
     Ok(ConnectionsReport {
         url: config.url.clone(),
+        transport: config.transport.label(&config.url),
+        streams_per_connection: config
+            .transport
+            .shares_connections()
+            .then_some(config.transport.streams_per_connection.min(config.count)),
         requested: config.count,
         opened: count,
         failed: config.count - count,
@@ -267,35 +337,27 @@ fn round_millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000.0).round() / 1_000.0
 }
 
-/// Opens the connections, at most `connect_concurrency` at a time, binding connection i
-/// to source address i modulo the number of source addresses.
-async fn open_all(
+/// Opens the connections with `dial`, at most `connect_concurrency` at a time.
+async fn open_all<S, D, F>(
     config: &ConnectionsConfig,
-    endpoint: Option<Arc<Endpoint>>,
+    dial: D,
     progress: &Progress,
-) -> anyhow::Result<Opened> {
+) -> anyhow::Result<Opened<S>>
+where
+    S: Send + 'static,
+    D: Fn(usize) -> F,
+    F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
+{
     let started = Instant::now();
-    let ws_config = config.ws_config();
     let permits = Arc::new(Semaphore::new(config.connect_concurrency));
     let mut tasks = JoinSet::new();
     for index in 0..config.count {
         let permits = Arc::clone(&permits);
-        let url = config.url.clone();
-        let ws_config = ws_config.clone();
-        let compress = config.compress;
-        let source = endpoint.clone().map(|endpoint| {
-            let ip = config.source_ips[index % config.source_ips.len()];
-            (endpoint, ip)
-        });
+        let connect = dial(index);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let connect_started = Instant::now();
-            let result = match source {
-                Some((endpoint, ip)) => {
-                    dial::connect_from(&endpoint, ip, &ws_config, compress).await
-                }
-                None => dial::connect(&url, &ws_config, compress).await,
-            };
+            let result = connect.await;
             (result, connect_started.elapsed())
         });
     }
@@ -338,7 +400,10 @@ async fn open_all(
 
 /// Keeps every connection polled (so that pings and pongs flow) until `hold_end`, then
 /// closes them. Returns the number that ended earlier, with the first reason.
-async fn hold_all(sockets: Vec<WebSocket<TcpStream>>, hold_end: Instant) -> (u64, Option<String>) {
+async fn hold_all<S>(sockets: Vec<WebSocket<S>>, hold_end: Instant) -> (u64, Option<String>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     for ws in sockets {
         tasks.spawn(hold_one(ws, hold_end));
@@ -360,7 +425,10 @@ async fn hold_all(sockets: Vec<WebSocket<TcpStream>>, hold_end: Instant) -> (u64
 
 /// Holds one connection until `hold_end` and closes it. Returns why it ended early, if
 /// it did.
-async fn hold_one(mut ws: WebSocket<TcpStream>, hold_end: Instant) -> Option<String> {
+async fn hold_one<S>(mut ws: WebSocket<S>, hold_end: Instant) -> Option<String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         tokio::select! {
             item = ws.recv() => match item {
@@ -389,7 +457,7 @@ impl ConnectionsReport {
 
 impl std::fmt::Display for ConnectionsReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "connections {}", self.url)?;
+        writeln!(f, "connections {} over {}", self.url, self.transport)?;
         writeln!(
             f,
             "{:<14}{} of {} ({} failed)",

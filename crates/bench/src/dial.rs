@@ -1,6 +1,9 @@
-//! Opening benchmark connections, from the default source address through
-//! [`pylon_ws::client::connect`] or from a chosen one through
-//! [`pylon_ws::client::connect_with_stream`].
+//! Opening benchmark connections. A `ws://` URL over HTTP/1.1 opens a bare TCP
+//! WebSocket, from the default source address through [`pylon_ws::client::connect`] or
+//! from a chosen one through [`pylon_ws::client::connect_with_stream`]. Every other
+//! transport (`wss://`, HTTP/2, HTTP/3) goes through a [`Pool`] of
+//! [`pylon_ws::client::Client`]s, so that WebSockets over HTTP/2 and HTTP/3 share
+//! connections.
 //!
 //! Binding the source address matters past about 28,000 connections to one server
 //! address and port: Linux gives each source address its own ephemeral port range
@@ -9,10 +12,12 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use anyhow::Context;
 use http::Uri;
-use pylon_ws::client::{self, ClientConfig};
+use pylon_ws::client::{self, Client, ClientConfig, ClientStream, HttpVersion};
+use pylon_ws::tls::ClientTls;
 use pylon_ws::{Config, Error, WebSocket};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -69,6 +74,132 @@ impl Endpoint {
                     self.url
                 )
             })
+    }
+}
+
+/// Default number of WebSockets that share one HTTP/2 or HTTP/3 connection. It stays
+/// below the stream limits of `pylon serve`: 128 concurrent HTTP/2 streams
+/// (`Http2Config::max_concurrent_streams`) and 100 QUIC bidirectional streams (the quinn
+/// 0.11 default that its HTTP/3 endpoint keeps).
+pub const DEFAULT_STREAMS_PER_CONNECTION: usize = 100;
+
+/// Transport settings of benchmark connections: HTTP version, TLS trust and connection
+/// sharing.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// HTTP version that carries each WebSocket. HTTP/3 requires a `wss://` URL.
+    pub http_version: HttpVersion,
+    /// Trusted certificates for `wss://` URLs, or certificate checks turned off.
+    pub tls: ClientTls,
+    /// WebSockets per HTTP/2 or HTTP/3 connection. Ignored over HTTP/1.1, where each
+    /// WebSocket has a connection of its own.
+    pub streams_per_connection: usize,
+}
+
+impl Default for Transport {
+    /// HTTP/1.1, certificates checked against the bundled Mozilla roots, and
+    /// [`DEFAULT_STREAMS_PER_CONNECTION`].
+    fn default() -> Self {
+        Transport {
+            http_version: HttpVersion::Http1,
+            tls: ClientTls::default(),
+            streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
+        }
+    }
+}
+
+impl Transport {
+    /// Returns whether `url` over this transport is a `ws://` URL over HTTP/1.1, the
+    /// transport whose WebSockets run over a bare `TcpStream`.
+    pub(crate) fn is_plain_http1(&self, url: &str) -> bool {
+        self.http_version == HttpVersion::Http1 && has_scheme(url, "ws")
+    }
+
+    /// Returns a short label of the transport for reports: `h1`, `h2` or `h3`, with
+    /// `+tls` for `wss://`.
+    pub fn label(&self, url: &str) -> String {
+        let version = match self.http_version {
+            HttpVersion::Http2 => "h2",
+            HttpVersion::Http3 => "h3",
+            _ => "h1",
+        };
+        if has_scheme(url, "wss") && self.http_version != HttpVersion::Http3 {
+            format!("{version}+tls")
+        } else {
+            version.to_owned()
+        }
+    }
+
+    /// Returns whether WebSockets share connections: over HTTP/2 and HTTP/3.
+    pub fn shares_connections(&self) -> bool {
+        self.http_version != HttpVersion::Http1
+    }
+
+    /// Checks the transport against `url`.
+    pub(crate) fn validate(&self, url: &str) -> anyhow::Result<()> {
+        if self.streams_per_connection == 0 {
+            anyhow::bail!("invalid streams per connection 0: expected at least 1");
+        }
+        if self.http_version == HttpVersion::Http3 && !has_scheme(url, "wss") {
+            anyhow::bail!(
+                "invalid url {url:?} for HTTP/3: QUIC always runs TLS, so use a wss:// URL"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(found, _)| found.eq_ignore_ascii_case(scheme))
+}
+
+/// The clients of a run over any transport but `ws://` HTTP/1.1. WebSocket `index`
+/// goes through client `index / streams_per_connection`, and each client keeps one
+/// HTTP/2 or HTTP/3 connection to the server, so consecutive WebSockets share a
+/// connection. Over HTTP/1.1 (`wss://`) one client opens a connection per WebSocket.
+#[derive(Clone, Debug)]
+pub(crate) struct Pool {
+    url: Arc<str>,
+    clients: Arc<[Client]>,
+    streams_per_connection: usize,
+}
+
+impl Pool {
+    /// Creates enough clients for `count` WebSockets to `url`. Connections are dialed
+    /// by the first [`Pool::connect`] of each client.
+    pub(crate) fn new(
+        url: &str,
+        transport: &Transport,
+        config: &Config,
+        compress: bool,
+        count: usize,
+    ) -> Self {
+        let client_count = if transport.shares_connections() {
+            count.div_ceil(transport.streams_per_connection).max(1)
+        } else {
+            1
+        };
+        let client_config = ClientConfig {
+            http_version: transport.http_version,
+            tls: transport.tls.clone(),
+            ..client_config(config, compress)
+        };
+        let clients = (0..client_count)
+            .map(|_| Client::new(client_config.clone()))
+            .collect();
+        Pool {
+            url: Arc::from(url),
+            clients,
+            streams_per_connection: transport.streams_per_connection,
+        }
+    }
+
+    /// Opens WebSocket `index` through its client, within `config.handshake_timeout`.
+    pub(crate) async fn connect(&self, index: usize) -> Result<WebSocket<ClientStream>, Error> {
+        let client = &self.clients[(index / self.streams_per_connection) % self.clients.len()];
+        let (ws, _response) = client.connect(&self.url).await?;
+        Ok(ws)
     }
 }
 
@@ -140,6 +271,11 @@ pub(crate) fn failure_kind(err: &Error) -> &'static str {
         Error::Handshake(_) => "handshake rejected",
         Error::InvalidResponse(_) => "invalid response",
         Error::Url(_) => "invalid url",
+        Error::Tls(_) | Error::TlsConfig(_) => "tls error",
+        Error::Http2(_) | Error::Http2NotNegotiated(_) | Error::ExtendedConnectDisabled(_) => {
+            "http/2 error"
+        }
+        Error::Http3(_) => "http/3 error",
         _ => "other error",
     }
 }
@@ -161,6 +297,10 @@ pub(crate) fn describe_failure(err: &Error, url: &str) -> String {
         }
         "handshake timed out" => "the server did not complete the upgrade in time",
         "handshake rejected" => "is the path a WebSocket endpoint, such as /ws/echo?",
+        "tls error" => {
+            "does the server use TLS, and is its certificate trusted? Pass --ca-file PEM, \
+             or --insecure for a development server"
+        }
         _ => "",
     };
     if hint.is_empty() {
@@ -181,6 +321,45 @@ mod tests {
         let text = describe_failure(&err, "ws://127.0.0.1:9/ws/echo");
         assert!(text.contains("ws://127.0.0.1:9/ws/echo"), "{text}");
         assert!(text.contains("is a server listening"), "{text}");
+    }
+
+    #[test]
+    fn pool_shares_connections_over_http2_and_http3() {
+        let config = Config::default();
+        for version in [HttpVersion::Http2, HttpVersion::Http3] {
+            let transport = Transport {
+                http_version: version,
+                streams_per_connection: 100,
+                ..Transport::default()
+            };
+            let pool = Pool::new("wss://localhost/ws/echo", &transport, &config, false, 250);
+            assert_eq!(pool.clients.len(), 3, "{version:?}");
+        }
+        let http1 = Pool::new(
+            "wss://localhost/ws/echo",
+            &Transport::default(),
+            &config,
+            false,
+            250,
+        );
+        assert_eq!(http1.clients.len(), 1);
+    }
+
+    #[test]
+    fn transport_labels_and_checks_urls() {
+        let mut transport = Transport::default();
+        assert!(transport.is_plain_http1("ws://127.0.0.1/ws/echo"));
+        assert!(!transport.is_plain_http1("wss://localhost/ws/echo"));
+        assert_eq!(transport.label("wss://localhost/"), "h1+tls");
+        transport.http_version = HttpVersion::Http2;
+        assert!(!transport.is_plain_http1("ws://127.0.0.1/ws/echo"));
+        assert_eq!(transport.label("ws://127.0.0.1/"), "h2");
+        transport.http_version = HttpVersion::Http3;
+        assert_eq!(transport.label("wss://localhost/"), "h3");
+        assert!(transport.validate("ws://127.0.0.1/").is_err());
+        assert!(transport.validate("wss://localhost/").is_ok());
+        transport.streams_per_connection = 0;
+        assert!(transport.validate("wss://localhost/").is_err());
     }
 
     #[test]

@@ -14,20 +14,21 @@ mod connection;
 mod report;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use pylon_ws::{Config, FullPolicy, WebSocket};
-use tokio::net::TcpStream;
+use pylon_ws::{Config, Error, FullPolicy, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use report::{EchoReport, ErrorCounts};
 
-use crate::dial;
+use crate::dial::{self, Pool, Transport};
 use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::payload::Payload;
 use crate::progress::Progress;
@@ -66,8 +67,10 @@ pub enum Stop {
 /// Settings of an echo run.
 #[derive(Clone, Debug)]
 pub struct EchoConfig {
-    /// `ws://` URL of the echo endpoint.
+    /// `ws://` or `wss://` URL of the echo endpoint.
     pub url: String,
+    /// HTTP version, TLS trust and connection sharing.
+    pub transport: Transport,
     /// Number of WebSocket connections.
     pub connections: usize,
     /// Payload size of each message, in bytes.
@@ -94,11 +97,12 @@ pub struct EchoConfig {
 }
 
 impl EchoConfig {
-    /// Creates a closed-loop configuration with one message in flight per connection,
-    /// binary payloads, no warmup and at most 64 concurrent connects.
+    /// Creates a closed-loop configuration over HTTP/1.1 with one message in flight per
+    /// connection, binary payloads, no warmup and at most 64 concurrent connects.
     pub fn new(url: impl Into<String>, connections: usize, size: usize, stop: Stop) -> Self {
         EchoConfig {
             url: url.into(),
+            transport: Transport::default(),
             connections,
             size,
             text: false,
@@ -113,6 +117,7 @@ impl EchoConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.transport.validate(&self.url)?;
         if self.connections == 0 {
             anyhow::bail!("invalid connection count 0: expected at least 1");
         }
@@ -178,8 +183,47 @@ pub async fn run(config: &EchoConfig, progress: Arc<Progress>) -> anyhow::Result
     let hard_deadline = Instant::now() + config.hard_timeout();
     let ws_config = config.ws_config();
 
+    // A ws:// URL over HTTP/1.1 keeps its WebSockets over a bare `TcpStream`, so that
+    // this CPU benchmark adds no per-message dispatch to that transport.
+    if config.transport.is_plain_http1(&config.url) {
+        let url: Arc<str> = Arc::from(config.url.as_str());
+        let compress = config.compress;
+        let connect_config = ws_config.clone();
+        let dial = move |_index| {
+            let url = Arc::clone(&url);
+            let connect_config = connect_config.clone();
+            async move { dial::connect(&url, &connect_config, compress).await }
+        };
+        return run_with(config, dial, progress, hard_deadline).await;
+    }
+    let pool = Pool::new(
+        &config.url,
+        &config.transport,
+        &ws_config,
+        config.compress,
+        config.connections,
+    );
+    let dial = move |index| {
+        let pool = pool.clone();
+        async move { pool.connect(index).await }
+    };
+    run_with(config, dial, progress, hard_deadline).await
+}
+
+/// Opens every connection with `dial` and runs the load on them.
+async fn run_with<S, D, F>(
+    config: &EchoConfig,
+    dial: D,
+    progress: Arc<Progress>,
+    hard_deadline: Instant,
+) -> anyhow::Result<EchoReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Fn(usize) -> F,
+    F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
+{
     let (sockets, connect_histogram) =
-        tokio::time::timeout_at(hard_deadline, open_all(config, &ws_config, &progress))
+        tokio::time::timeout_at(hard_deadline, open_all(config, dial, &progress))
             .await
             .with_context(|| {
                 format!(
@@ -273,24 +317,27 @@ fn plan_for(
     }
 }
 
-/// Opens every connection, at most `connect_concurrency` at a time. Returns them in
-/// index order with a histogram of connect times in nanoseconds.
-async fn open_all(
+/// Opens every connection with `dial`, at most `connect_concurrency` at a time. Returns
+/// them in index order with a histogram of connect times in nanoseconds.
+async fn open_all<S, D, F>(
     config: &EchoConfig,
-    ws_config: &Config,
+    dial: D,
     progress: &Progress,
-) -> anyhow::Result<(Vec<WebSocket<TcpStream>>, Histogram<u64>)> {
+) -> anyhow::Result<(Vec<WebSocket<S>>, Histogram<u64>)>
+where
+    S: Send + 'static,
+    D: Fn(usize) -> F,
+    F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(config.connect_concurrency));
     let mut tasks = JoinSet::new();
     for index in 0..config.connections {
         let permits = Arc::clone(&permits);
-        let url = config.url.clone();
-        let ws_config = ws_config.clone();
-        let compress = config.compress;
+        let connect = dial(index);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let started = Instant::now();
-            let result = dial::connect(&url, &ws_config, compress).await;
+            let result = connect.await;
             (index, result, started.elapsed())
         });
     }

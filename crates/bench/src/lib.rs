@@ -22,5 +22,6 @@ mod payload;
 mod proc;
 mod progress;
 
+pub use dial::{DEFAULT_STREAMS_PER_CONNECTION, Transport};
 pub use latency::LatencySummary;
 pub use progress::Progress;

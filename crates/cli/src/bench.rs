@@ -3,15 +3,18 @@
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pylon_bench::Progress;
 use pylon_bench::connections::{self, ConnectionsConfig};
 use pylon_bench::echo::{self, EchoConfig, Stop};
+use pylon_bench::{DEFAULT_STREAMS_PER_CONNECTION, Progress, Transport};
+
+use crate::client::Http;
 
 /// Options of `pylon bench`.
 #[derive(Args, Debug)]
@@ -57,10 +60,52 @@ struct CommonArgs {
     compress: bool,
 }
 
+/// Options that choose how the WebSockets reach the server.
+#[derive(Args, Debug)]
+struct TransportArgs {
+    /// HTTP version that carries each WebSocket: 1.1 (Upgrade, one TCP connection per
+    /// WebSocket), 2 (extended CONNECT, with ALPN h2 for wss:// and prior knowledge for
+    /// ws://) or 3 (extended CONNECT over QUIC, wss:// only).
+    #[arg(long = "http", value_enum, default_value = "1.1")]
+    http: Http,
+
+    /// WebSockets that share one HTTP/2 or HTTP/3 connection. Connection i of the run
+    /// goes over shared connection i / N. Ignored over HTTP/1.1. Keep it at or below the
+    /// server's stream limit (pylon serve: 128 over HTTP/2, 100 over HTTP/3), because
+    /// WebSockets past it wait for a free stream and fail at the 10 s handshake timeout.
+    #[arg(long, default_value_t = DEFAULT_STREAMS_PER_CONNECTION)]
+    streams_per_connection: usize,
+
+    /// PEM file with extra CA certificates to trust for wss://, such as the cert.pem of a
+    /// server started with `pylon cert`.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+
+    /// Accept any server certificate for wss://, without verification, as a server
+    /// started with --tls-self-signed needs. Use it only against a development server.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TransportArgs {
+    fn transport(&self) -> anyhow::Result<Transport> {
+        let mut transport = Transport {
+            http_version: self.http.version(),
+            streams_per_connection: self.streams_per_connection,
+            ..Transport::default()
+        };
+        if let Some(path) = &self.ca_file {
+            transport.tls.add_ca_pem_file(path)?;
+        }
+        transport.tls.dangerous_accept_any_certificate = self.insecure;
+        Ok(transport)
+    }
+}
+
 /// Options of `pylon bench echo`.
 #[derive(Args, Debug)]
 struct EchoArgs {
-    /// URL of the echo endpoint.
+    /// URL of the echo endpoint: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws/echo")]
     url: String,
 
@@ -102,13 +147,16 @@ struct EchoArgs {
     warmup: f64,
 
     #[command(flatten)]
+    transport: TransportArgs,
+
+    #[command(flatten)]
     common: CommonArgs,
 }
 
 /// Options of `pylon bench connections`.
 #[derive(Args, Debug)]
 struct ConnectionsArgs {
-    /// URL of a WebSocket endpoint that keeps idle connections open.
+    /// URL of a WebSocket endpoint that keeps idle connections open: ws:// or wss://.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws/echo")]
     url: String,
 
@@ -128,13 +176,16 @@ struct ConnectionsArgs {
 
     /// Comma-separated source addresses to bind, such as 127.0.0.1,127.0.0.2, used by
     /// the connections in turn. Each address has its own ephemeral port range, about
-    /// 28000 ports by default.
+    /// 28000 ports by default. Only for ws:// over HTTP/1.1.
     #[arg(long, value_delimiter = ',')]
     source_ips: Vec<IpAddr>,
 
     /// Process id of the server, to report its resident memory (VmRSS) per connection.
     #[arg(long)]
     server_pid: Option<u32>,
+
+    #[command(flatten)]
+    transport: TransportArgs,
 
     #[command(flatten)]
     common: CommonArgs,
@@ -155,6 +206,7 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("missing --messages N or --duration SECS"),
     };
     let mut config = EchoConfig::new(args.url, args.connections, args.size, stop);
+    config.transport = args.transport.transport()?;
     config.text = args.text;
     config.compress = args.common.compress;
     config.rate = args.rate;
@@ -195,6 +247,7 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
 
 fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
     let mut config = ConnectionsConfig::new(args.url, args.count);
+    config.transport = args.transport.transport()?;
     config.hold = seconds("--hold", args.hold)?;
     let ping_interval = seconds("--ping-interval", args.ping_interval)?;
     config.ping_interval = (!ping_interval.is_zero()).then_some(ping_interval);

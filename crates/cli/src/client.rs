@@ -78,15 +78,25 @@ pub(crate) struct ClientArgs {
     ping_interval: f64,
 }
 
-/// Value of `--http`.
+/// Value of `--http`, shared with `pylon bench`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Http {
+pub(crate) enum Http {
     #[value(name = "1.1")]
     Http1,
     #[value(name = "2")]
     Http2,
     #[value(name = "3")]
     Http3,
+}
+
+impl Http {
+    pub(crate) fn version(self) -> HttpVersion {
+        match self {
+            Http::Http1 => HttpVersion::Http1,
+            Http::Http2 => HttpVersion::Http2,
+            Http::Http3 => HttpVersion::Http3,
+        }
+    }
 }
 
 /// Connects, exchanges messages until stdin ends or the server closes, and returns an
@@ -144,13 +154,8 @@ fn connect_hint(error: &pylon_ws::Error, http: Http) -> &'static str {
 }
 
 fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {
-    let http_version = match args.http {
-        Http::Http1 => HttpVersion::Http1,
-        Http::Http2 => HttpVersion::Http2,
-        Http::Http3 => HttpVersion::Http3,
-    };
     let mut config = ClientConfig {
-        http_version,
+        http_version: args.http.version(),
         ..ClientConfig::default()
     };
     config.protocols.clone_from(&args.protocols);

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use pylon_ws::{CloseCode, Message, Sender, TrySendError, WebSocket};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until};
 
 use crate::latency::LatencyBatch;
@@ -93,13 +93,16 @@ struct Connection<'a> {
 }
 
 /// Runs one connection through its plan, then closes it.
-pub(super) async fn run(
-    mut ws: WebSocket<TcpStream>,
+pub(super) async fn run<S>(
+    mut ws: WebSocket<S>,
     plan: Plan,
     payload: Payload,
     latencies: LatencyBatch<'_>,
     progress: &Progress,
-) -> Outcome {
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let sender = ws.sender();
     let mut conn = Connection {
         plan,
@@ -135,7 +138,10 @@ pub(super) async fn run(
 }
 
 impl Connection<'_> {
-    async fn drive(&mut self, ws: &mut WebSocket<TcpStream>) {
+    async fn drive<S>(&mut self, ws: &mut WebSocket<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut next_tick = match self.plan.schedule {
             Schedule::Closed { pipeline } => {
                 let now = Instant::now();

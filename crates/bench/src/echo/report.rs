@@ -17,6 +17,10 @@ use crate::latency::{LatencySummary, round_tenth};
 pub struct EchoReport {
     /// URL of the echo endpoint.
     pub url: String,
+    /// Transport of the WebSockets: `h1`, `h1+tls`, `h2`, `h2+tls` or `h3`.
+    pub transport: String,
+    /// WebSockets per HTTP/2 or HTTP/3 connection, `None` over HTTP/1.1.
+    pub streams_per_connection: Option<usize>,
     /// Number of connections.
     pub connections: usize,
     /// Payload size of each message, in bytes.
@@ -98,6 +102,13 @@ impl EchoReport {
         let payload_bytes = messages as f64 * config.size as f64 * 2.0;
         EchoReport {
             url: config.url.clone(),
+            transport: config.transport.label(&config.url),
+            streams_per_connection: config.transport.shares_connections().then_some(
+                config
+                    .transport
+                    .streams_per_connection
+                    .min(config.connections),
+            ),
             connections: config.connections,
             size: config.size,
             text: config.text,
@@ -148,7 +159,7 @@ impl EchoReport {
 
 impl fmt::Display for EchoReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "echo {}", self.url)?;
+        writeln!(f, "echo {} over {}", self.url, self.transport)?;
         writeln!(f, "{:<14}{}", "load", self.describe_load())?;
         writeln!(f, "{:<14}{}", "messages", self.messages)?;
         let counts = &self.error_counts;
