@@ -13,9 +13,6 @@ pub use http2::Http2Stream;
 pub use pool::Client;
 
 use std::fmt::Write as _;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::header::{
@@ -25,7 +22,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version};
 use pylon_proto::handshake::ClientRequest;
 use pylon_proto::{DeflateConfig, Role};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -247,75 +244,12 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_read(cx, buf),
-            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_write(cx, buf),
-            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_write_vectored(cx, bufs),
-            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(tcp) => tcp.is_write_vectored(),
-            ClientStream::Tls(tls) => tls.is_write_vectored(),
-            ClientStream::Http2(http2) => http2.is_write_vectored(),
-            ClientStream::Http3(http3) => http3.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_flush(cx),
-            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-            ClientStream::Http2(http2) => Pin::new(http2.as_mut()).poll_shutdown(cx),
-            ClientStream::Http3(http3) => Pin::new(http3.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+delegate_async_io!(ClientStream {
+    Plain,
+    Tls,
+    Http2,
+    Http3
+});
 
 /// Runs the client handshake for the `ws://` URL `url` over `stream`, a connection that
 /// the caller has already opened to the URL's host, for example from a chosen source

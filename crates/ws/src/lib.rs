@@ -35,6 +35,73 @@
 //! # }
 //! ```
 
+/// Implements tokio's `AsyncRead` and `AsyncWrite` for an enum of streams by passing
+/// every call to the stream of the current variant. Each variant holds one value that
+/// implements both traits and `Unpin`, such as a `TcpStream` or a `Box` of a stream.
+macro_rules! delegate_async_io {
+    ($name:ident { $($variant:ident),+ $(,)? }) => {
+        impl ::tokio::io::AsyncRead for $name {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $($name::$variant(inner) => ::std::pin::Pin::new(inner).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl ::tokio::io::AsyncWrite for $name {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($name::$variant(inner) => ::std::pin::Pin::new(inner).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($name::$variant(inner) => {
+                        ::std::pin::Pin::new(inner).poll_write_vectored(cx, bufs)
+                    })+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $($name::$variant(inner) => inner.is_write_vectored(),)+
+                }
+            }
+
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $($name::$variant(inner) => ::std::pin::Pin::new(inner).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $($name::$variant(inner) => ::std::pin::Pin::new(inner).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
 pub mod client;
 mod config;
 mod error;
