@@ -95,7 +95,8 @@ fn check_connect_accept(
         protocol.is_some_and(|protocol| protocol.eq_ignore_ascii_case("websocket")),
         "accepted :protocol {protocol:?}"
     );
-    assert!(uri.scheme().is_some() && uri.authority().is_some(), "{uri}");
+    assert!(uri.scheme().is_some(), "{uri}");
+    assert!(uri.authority().is_some(), "{uri}");
     assert_eq!(accept.accept_key, None);
     assert_eq!(headers.get_all(SEC_WEBSOCKET_VERSION).iter().count(), 1);
 

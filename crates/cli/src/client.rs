@@ -12,7 +12,7 @@ use pylon_ws::client::{Client, ClientConfig, HttpVersion};
 use pylon_ws::{CloseCode, Message, WebSocket};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-/// Longest wait for the pooled connections to close before the process exits.
+/// Maximum wait for the pooled connections to close before the process exits.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Bytes of a binary message that are printed, as hex, before the rest is elided.

@@ -349,7 +349,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let (route, mut response) = if is_plain_http2_connect(&req) {
-        // A CONNECT without :protocol asks for a TCP tunnel, which this node does not
+        // A CONNECT without :protocol requests a TCP tunnel, which this node does not
         // proxy. Over HTTP/3 it gets 400 before routing, so it gets the same here instead
         // of the 404 of its empty path.
         debug!(uri = %req.uri(), "plain CONNECT over HTTP/2 rejected");
@@ -370,7 +370,7 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>, tls: bool) -> Respon
     response
 }
 
-/// Whether `req` is an HTTP/2 CONNECT without the `:protocol` pseudo-header of an
+/// Returns whether `req` is an HTTP/2 CONNECT without the `:protocol` pseudo-header of an
 /// extended CONNECT (RFC 8441).
 fn is_plain_http2_connect(req: &Request<Incoming>) -> bool {
     req.version() == http::Version::HTTP_2

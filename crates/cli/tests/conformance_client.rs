@@ -4,13 +4,13 @@
 //! `conformance_server.rs` (2 ping, 3 reserved bits, 4 opcodes, 5 fragmentation,
 //! 6 UTF-8, 7 close, 9 limits, 10 auto-fragmentation, 12 and 13 permessage-deflate).
 //!
-//! Every section runs over four transports, as the tests `SECTION::h1`, `SECTION::h2`,
-//! `SECTION::h2_tls` and `SECTION::h3`: over an HTTP/1.1 upgrade on TCP, where the script
-//! writes the `101` head itself; over an HTTP/2 extended CONNECT stream (RFC 8441) with
-//! prior knowledge and over TLS with ALPN `h2`, where hyper's HTTP/2 server responds to the
-//! CONNECT with `200` and hands the stream to the script; and over an HTTP/3 extended
-//! CONNECT stream (RFC 9220), where Pylon's own HTTP/3 server responds with `200` through
-//! `H3Request::respond` and hands the stream to the script. Over HTTP/2 and HTTP/3, ending
+//! Every section runs over five transports, as the tests `SECTION::h1`, `SECTION::h1_tls`,
+//! `SECTION::h2`, `SECTION::h2_tls` and `SECTION::h3`. Over an HTTP/1.1 upgrade, on TCP or
+//! TLS, the script writes the `101` head itself. Over an HTTP/2 extended CONNECT stream
+//! (RFC 8441), with prior knowledge or over TLS with ALPN `h2`, hyper's HTTP/2 server
+//! responds to the CONNECT with `200` and hands the stream to the script. Over an HTTP/3
+//! extended CONNECT stream (RFC 9220), Pylon's own HTTP/3 server responds with `200`
+//! through `H3Request::respond` and hands the stream to the script. Over HTTP/2 and HTTP/3, ending
 //! the stream takes the place of closing TCP.
 
 mod conformance;
@@ -287,7 +287,7 @@ async fn accept(listener: &TcpListener, case: &str) -> (Box<dyn ScriptStream>, S
     (stream, String::from_utf8(head).expect("ASCII request head"))
 }
 
-/// The certificate of the scripted TLS and QUIC servers, for `localhost`.
+/// Returns the certificate of the scripted TLS and QUIC servers, for `localhost`.
 fn test_cert() -> &'static SelfSigned {
     static CERT: OnceLock<SelfSigned> = OnceLock::new();
     CERT.get_or_init(|| {
@@ -568,7 +568,7 @@ async fn accept_http3(
     (Box::new(tunnel), head)
 }
 
-/// The `200` response to an extended CONNECT, with `extensions` if given.
+/// Builds the `200` response to an extended CONNECT, with `extensions` if given.
 fn connect_response(extensions: Option<&str>) -> http::Response<()> {
     let mut response = http::Response::new(());
     if let Some(value) = extensions {
@@ -1213,7 +1213,7 @@ async fn connect_with_response(
         .expect("client task")
 }
 
-/// Whether `connect` failed because the handshake response was rejected. Every transport
+/// Returns whether `connect` failed because the handshake response was rejected. Every transport
 /// reports that as `Error::Handshake`.
 fn is_handshake_error(result: &Result<(), Error>) -> bool {
     matches!(result, Err(Error::Handshake(_)))

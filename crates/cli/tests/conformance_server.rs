@@ -10,7 +10,7 @@
 //! with ALPN `h2` and over TCP with prior knowledge, and an HTTP/3 extended CONNECT stream
 //! (RFC 9220) over QUIC.
 //! The frames are the same on all of them. Over HTTP/2 the end of the stream
-//! (`END_STREAM`) stands where HTTP/1.1 has the end of TCP (FIN), and `RST_STREAM` where
+//! (`END_STREAM`) takes the place of the end of TCP (FIN) in HTTP/1.1, and `RST_STREAM` that of
 //! it has a TCP reset. Over HTTP/3 the FIN of the QUIC stream stands for the end of TCP,
 //! and `RESET_STREAM` for a TCP reset.
 //!

@@ -323,7 +323,7 @@ async fn drain_sends_goaway_to_http2_connections() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(dir.path(), &["--drain-timeout", "8"]);
 
-    // A WebSocket client that never answers the close frame keeps the node draining for
+    // A WebSocket client that never replies to the close frame keeps the node draining for
     // up to the close timeout, so the HTTP/2 connection must end before the process does.
     let mut stuck = TcpStream::connect(server.addr).await.unwrap();
     let upgrade = format!(

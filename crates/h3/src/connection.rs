@@ -66,7 +66,7 @@ pub(crate) enum Role {
     Server,
 }
 
-/// Which critical streams the peer has opened; each may be opened once.
+/// Critical streams the peer has opened. Each may be opened once.
 #[derive(Default)]
 struct PeerStreams {
     control: bool,

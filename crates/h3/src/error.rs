@@ -107,7 +107,7 @@ impl From<Code> for quinn::VarInt {
 pub struct ProtocolError {
     /// The code sent to the peer.
     pub code: Code,
-    /// What the peer did wrong, for logs and the CONNECTION_CLOSE reason phrase.
+    /// Description of the peer's fault, for logs and the CONNECTION_CLOSE reason phrase.
     pub reason: String,
 }
 

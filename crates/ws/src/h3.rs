@@ -221,8 +221,8 @@ impl H3Connection {
     ///
     /// Requests that break the HTTP/3 rules (RFC 9114 section 4.3) were already reset
     /// with H3_MESSAGE_ERROR. Requests that cannot be a WebSocket on any route are not
-    /// returned, and a task of their own sends their error response: 400 for a method
-    /// other than CONNECT or a missing or unknown `:protocol`, 426 with
+    /// returned. A task of their own sends their error response: 400 for a method other
+    /// than CONNECT or a missing or unknown `:protocol`, and 426 with
     /// `Sec-WebSocket-Version: 13` for another version.
     /// Route the rest on [`H3Request::path`].
     pub async fn next_request(&mut self) -> Option<H3Request> {
@@ -417,7 +417,7 @@ impl H3Request {
     /// Sends `response` as it is, without the WebSocket checks of [`H3Request::accept`],
     /// and returns the raw stream of the request. After a 2xx response to the extended
     /// CONNECT, the stream is the tunnel, so that a tool that writes WebSocket frames
-    /// itself, such as a scripted test server, can answer with any status and headers.
+    /// itself, such as a scripted test server, can respond with any status and headers.
     /// After another status, writes to the stream are the response body.
     ///
     /// # Errors
@@ -539,7 +539,7 @@ impl H3Client {
     }
 
     /// Closes every QUIC connection of the pool with H3_NO_ERROR and waits, at most
-    /// `timeout`, until the peers were told.
+    /// `timeout`, until the peers were notified.
     ///
     /// QUIC runs in the process, not in the kernel, so a process that exits right after
     /// its last WebSocket ended may never send the stream's end or the connection close,

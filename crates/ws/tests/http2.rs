@@ -423,7 +423,7 @@ async fn faults_are_answered_per_stream() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // An authority-only URI gives an extended CONNECT without :scheme. h2 0.4 on the
-    // server resets such a stream with PROTOCOL_ERROR before hyper sees it.
+    // server resets such a stream with PROTOCOL_ERROR before hyper receives it.
     let mut no_scheme = Request::builder()
         .method(Method::CONNECT)
         .uri(server.addr.to_string())
@@ -647,7 +647,7 @@ async fn connect_without_path_resets_stream() {
             ping_acked = true;
         }
     }
-    // PROTOCOL_ERROR (RFC 9113 section 7), and the connection still answers a PING.
+    // PROTOCOL_ERROR (RFC 9113 section 7), and the connection still responds to a PING.
     assert_eq!(reset, Some(0x1));
     assert!(ping_acked);
 }

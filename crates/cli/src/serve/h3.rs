@@ -165,7 +165,7 @@ async fn serve_request(node: Arc<Node>, request: H3Request) {
                 .with_label_values(&[error.label()])
                 .inc();
         }
-        Err(error) => warn!(%error, "failed to answer an HTTP/3 WebSocket request"),
+        Err(error) => warn!(%error, "failed to respond to an HTTP/3 WebSocket request"),
     }
 }
 

@@ -122,7 +122,7 @@ impl Client {
     }
 
     /// Closes the pooled connections. HTTP/3 connections are closed with H3_NO_ERROR,
-    /// waiting at most `timeout` until the servers were told, because QUIC runs in the
+    /// waiting at most `timeout` until the servers were notified, because QUIC runs in the
     /// process and a process that exits without this leaves the server waiting for its
     /// timeouts. HTTP/2 connections are dropped, and the kernel closes their TCP
     /// connections. WebSockets still open on them fail.
