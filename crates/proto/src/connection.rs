@@ -26,6 +26,14 @@ const MIN_BUFFER_GROWTH: usize = 8 << 10;
 /// then sends nothing more keeps this much memory allocated, as it could by sending it.
 const MAX_EAGER_FRAME_CAPACITY: usize = 1 << 20;
 
+/// Most room past the end of a partly received final frame that the message buffer
+/// reserves and [`Connection::payload_buf`] offers. A read that requests more bytes than
+/// the frame lacks and returns fewer shows that the transport has nothing more, so the
+/// I/O layer waits for readiness instead of issuing one more read that would fail with
+/// `WouldBlock`. In `pylon serve`'s echo of 64 KiB messages that cut the reads per
+/// message from 3 to 2, as many as fastwebsockets needs.
+const MAX_PAST_FRAME_ROOM: usize = 4 << 10;
+
 /// Maximum bytes of encoded automatic pongs that wait for [`Connection::write_pending`].
 /// Past it the oldest pongs are dropped, which RFC 6455 section 5.5.3 allows because an
 /// endpoint may send a pong for the most recent ping only. 2 KiB contains 15 pongs with
@@ -270,6 +278,12 @@ impl Connection {
     /// [`ProtocolError::close_code`] unless a close was already sent, and releases the
     /// message buffer. After that, every call discards `src` and returns `Ok(None)`.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        if let Some(past) = self.take_past_frame() {
+            // Bytes read past the frame into the room of `payload_buf` came before `src`.
+            let mut joined = past;
+            joined.extend_from_slice(src);
+            *src = joined;
+        }
         self.decode_input(src)
     }
 
@@ -285,10 +299,19 @@ impl Connection {
     /// # Errors
     ///
     /// As for [`Connection::decode`]. After an error, all of `src` counts as consumed.
+    ///
+    /// # Panics
+    ///
+    /// If bytes read into [`Connection::payload_buf`] reach past the end of the frame:
+    /// only [`Connection::decode`] can put them in front of the next input.
     pub fn decode_slice(
         &mut self,
         src: &mut [u8],
     ) -> Result<(Option<Message>, usize), ProtocolError> {
+        assert!(
+            self.take_past_frame().is_none(),
+            "bytes past the frame end in the payload buffer need `decode`, not `decode_slice`"
+        );
         let len = src.len();
         let mut input = SliceInput { rest: src };
         let message = self.decode_input(&mut input)?;
@@ -445,7 +468,8 @@ impl Connection {
         let count = progress.remaining.min(src.len() as u64) as usize;
         let start = self.message.len();
         if count > 0 {
-            self.reserve_message(count, progress.remaining, progress.fin);
+            let arriving = (count as u64) < progress.remaining;
+            self.reserve_message(count, progress.remaining, progress.fin, arriving);
             self.message.extend_from_slice(&src[..count]);
             src.consume(count);
         }
@@ -486,9 +510,11 @@ impl Connection {
     /// data frame being received, so that the caller can read them from the transport
     /// straight into it and save a copy.
     ///
-    /// The returned buffer accepts at most the bytes that the frame still lacks. The next
+    /// When the room reaches the end of the frame, it may go on past it by up to 4 KiB
+    /// where the buffer has the capacity. A read into it then returns fewer bytes than
+    /// requested when the frame's last bytes are all the transport has. The next
     /// [`Connection::decode`] call unmasks and checks the bytes appended to it, before it
-    /// looks at its `src`. Returns `None` between frames, for a compressed message and
+    /// looks at its `src`, and puts bytes appended past the frame end in front of `src`. Returns `None` between frames, for a compressed message and
     /// after a close or fault: those bytes must go through `decode`. The room follows the
     /// growth rule of the message buffer, so it is at most twice the payload received so
     /// far plus `max`.
@@ -513,20 +539,49 @@ impl Connection {
         if count == 0 {
             return None;
         }
-        self.reserve_message(count, frame_rest, progress.fin);
-        Some((&mut self.message).limit(count))
+        self.reserve_message(count, frame_rest, progress.fin, true);
+        let mut room = count;
+        if count as u64 == frame_rest {
+            // The room may reach past the frame end, as far as the buffer has capacity.
+            let spare = self.message.capacity() - self.message.len();
+            room = spare.clamp(count, count + MAX_PAST_FRAME_ROOM);
+        }
+        Some((&mut self.message).limit(room))
+    }
+
+    /// Takes the bytes that a read into [`Connection::payload_buf`] appended past the end
+    /// of the current frame. They belong to the next frame.
+    fn take_past_frame(&mut self) -> Option<BytesMut> {
+        let start = self.payload_buf_start? as usize;
+        let progress = self.payload?;
+        // `payload_buf` handed out room for at most `remaining` bytes plus the extra room,
+        // so the frame end lies within the buffer's capacity and fits in usize.
+        let frame_end = start + progress.remaining as usize;
+        if self.message.len() <= frame_end {
+            return None;
+        }
+        let past = BytesMut::from(&self.message[frame_end..]);
+        self.message.truncate(frame_end);
+        Some(past)
     }
 
     /// Ensures room for `incoming` more bytes in the message buffer.
     ///
     /// A final frame of at most [`MAX_EAGER_FRAME_CAPACITY`] gets room for its whole
-    /// declared length at once. Otherwise the buffer grows to twice the received size,
-    /// and the growth stops at the end of a final frame, so a single-frame message takes
-    /// few allocations. Inside a fragmented
-    /// message the final size is unknown, so the growth stops at
+    /// declared length at once. While more of it is `arriving` than `incoming` brings, it
+    /// also gets the room past its end that [`past_frame_room`] returns. Otherwise the
+    /// buffer grows to twice the received size, and the growth stops at the end of a final
+    /// frame plus that room, so a single-frame message takes few allocations. Inside a
+    /// fragmented message the final size is unknown, so the growth stops at
     /// [`Limits::max_message_size`] instead, which keeps many small fragments from copying
     /// the message once per fragment.
-    fn reserve_message(&mut self, incoming: usize, frame_remaining: u64, fin: bool) {
+    fn reserve_message(
+        &mut self,
+        incoming: usize,
+        frame_remaining: u64,
+        fin: bool,
+        arriving: bool,
+    ) {
         let len = self.message.len();
         let needed = len + incoming;
         let capacity = self.message.capacity();
@@ -536,13 +591,19 @@ impl Connection {
         // The header check kept the message within the limit, so this fits in usize.
         let frame_end = len + frame_remaining as usize;
         let max_capacity = if fin {
-            frame_end
+            frame_end + past_frame_room(frame_end)
         } else {
             self.config.limits.max_message_size
         };
         if fin && frame_end <= MAX_EAGER_FRAME_CAPACITY {
-            // Growing in steps would copy the received part of the payload each time.
-            self.allocate_message(frame_end);
+            // Growing in steps would copy the received part of the payload each time. A
+            // frame that is still arriving gets room past its end for `payload_buf`.
+            let room = if arriving {
+                past_frame_room(frame_end)
+            } else {
+                0
+            };
+            self.allocate_message(frame_end + room);
             return;
         }
         let target = (capacity * 2)
@@ -870,6 +931,14 @@ impl Connection {
             apply_mask(&mut dst[start..], key, 0);
         }
     }
+}
+
+/// Returns the room past the end of a final frame of `frame_end` message bytes that the
+/// message buffer reserves while the frame arrives: 1/64 of its size, from 16 bytes up to
+/// [`MAX_PAST_FRAME_ROOM`]. Any room lets a read return fewer bytes than requested, and
+/// more room saves reads when the peer sends the next frame right behind.
+fn past_frame_room(frame_end: usize) -> usize {
+    (frame_end / 64).clamp(16, MAX_PAST_FRAME_ROOM)
 }
 
 /// Grows `buf` to a capacity of `target` bytes, keeping its contents.

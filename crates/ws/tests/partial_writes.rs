@@ -62,3 +62,52 @@ async fn send_survives_partial_writes() {
         assert_eq!(server.buffered_len(), 0, "pipe capacity {capacity}");
     }
 }
+
+/// Encodes messages as a client sends them: masked frames.
+fn client_frames(messages: &[Message]) -> Vec<u8> {
+    let mut encoder = pylon_proto::Connection::new(Role::Client, Default::default());
+    let mut wire = bytes::BytesMut::new();
+    for message in messages {
+        encoder.encode(message.clone(), &mut wire).unwrap();
+    }
+    wire.to_vec()
+}
+
+#[tokio::test]
+async fn frame_end_arriving_with_next_frames_is_decoded_in_order() {
+    use tokio::io::AsyncWriteExt;
+
+    let messages = [
+        Message::Binary(payload(64 << 10, 1)),
+        Message::text("next"),
+        Message::Binary(payload(3000, 2)),
+        Message::text("é".repeat(20_000)),
+    ];
+    let wire = client_frames(&messages);
+    // Cut points inside the first payload: the server has started reading it into the
+    // message buffer when the rest arrives together with the frames after it.
+    for first_part in [10, 4 << 10, 40_000, (64 << 10) - 5] {
+        let (server_io, mut client_io) = tokio::io::duplex(1 << 20);
+        let mut server =
+            WebSocket::from_raw(server_io, Role::Server, Config::default(), Bytes::new());
+        let writer = {
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                client_io.write_all(&wire[..first_part]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                client_io.write_all(&wire[first_part..]).await.unwrap();
+                client_io
+            })
+        };
+        for (index, want) in messages.iter().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(10), server.recv())
+                .await
+                .expect("receive timed out");
+            match got {
+                Some(Ok(got)) => assert_eq!(&got, want, "message {index}, cut {first_part}"),
+                other => panic!("message {index}, cut {first_part}: {other:?}"),
+            }
+        }
+        drop(writer.await.unwrap());
+    }
+}

@@ -706,10 +706,11 @@ fn idle_connection_holds_no_buffer() {
 fn complete_frame_allocates_exactly_once() {
     let mut conn = server();
     let frame = client_frame(true, OpCode::BINARY, &[1u8; 70_000]);
-    // All but the last byte: the buffer was sized for the whole frame in one step.
+    // All but the last byte: the buffer was sized for the whole frame, and 1/64 of it
+    // past its end, in one step.
     let mut src = BytesMut::from(&frame[..frame.len() - 1]);
     assert_eq!(conn.decode(&mut src), Ok(None));
-    assert_eq!(conn.message.capacity(), 70_000);
+    assert_eq!(conn.message.capacity(), 70_000 + 70_000 / 64);
 }
 
 #[test]
@@ -719,7 +720,7 @@ fn streamed_frame_capacity_stays_within_frame() {
     for piece in frame[..frame.len() - 1].chunks(1400) {
         let mut src = BytesMut::from(piece);
         assert_eq!(conn.decode(&mut src), Ok(None));
-        assert!(conn.message.capacity() <= 100_000);
+        assert!(conn.message.capacity() <= 100_000 + 100_000 / 64);
     }
 }
 
@@ -1232,13 +1233,63 @@ fn payload_buf_reads_frame_in_pieces() {
 }
 
 #[test]
-fn payload_buf_is_limited_to_frame_rest() {
+fn payload_buf_is_limited_to_frame_rest_and_small_room() {
     let mut receiver = server();
     let mut header = raw_frame(0x82, &[0u8; 100], true);
     header.truncate(header.len() - 100);
     assert_eq!(receiver.decode(&mut header), Ok(None));
     let buf = receiver.payload_buf(1 << 20).unwrap();
-    assert_eq!(bytes::buf::Limit::limit(&buf), 100);
+    // 16 bytes of room past the frame end, the least that `past_frame_room` gives.
+    assert_eq!(bytes::buf::Limit::limit(&buf), 116);
+    // A piece that ends before the frame end gets no room past it.
+    let buf = receiver.payload_buf(40).unwrap();
+    assert_eq!(bytes::buf::Limit::limit(&buf), 40);
+}
+
+#[test]
+fn bytes_read_past_the_frame_end_are_decoded_next() {
+    let first = vec![7u8; 64 << 10];
+    let second = b"next frame".to_vec();
+    let third = vec![9u8; 3000];
+    let wire_first = raw_frame(0x82, &first, true);
+    let mut after = raw_frame(0x81, &second, true).to_vec();
+    after.extend_from_slice(&raw_frame(0x82, &third, true));
+
+    let mut receiver = server();
+    let header_len = wire_first.len() - first.len();
+    let mut head = BytesMut::from(&wire_first[..header_len]);
+    assert_eq!(receiver.decode(&mut head), Ok(None));
+
+    // One read takes the whole payload and, in the room past the frame, the next frame
+    // and the start of the one after it.
+    let mut buf = receiver.payload_buf(1 << 20).unwrap();
+    let room = buf.remaining_mut();
+    assert_eq!(room, first.len() + (64 << 10) / 64);
+    let mut input = wire_first[header_len..].to_vec();
+    input.extend_from_slice(&after);
+    buf.put_slice(&input[..room]);
+    let mut rest = BytesMut::from(&input[room..]);
+
+    assert_eq!(receiver.decode(&mut rest), Ok(Some(Message::binary(first))));
+    assert_eq!(
+        receiver.decode(&mut rest),
+        Ok(Some(Message::text("next frame")))
+    );
+    assert_eq!(receiver.decode(&mut rest), Ok(Some(Message::binary(third))));
+    assert!(rest.is_empty());
+    assert_eq!(receiver.buffered(), 0);
+}
+
+#[test]
+#[should_panic(expected = "need `decode`")]
+fn decode_slice_refuses_bytes_past_the_frame_end() {
+    let mut receiver = server();
+    let mut header = raw_frame(0x82, &[0u8; 100], true);
+    header.truncate(header.len() - 100);
+    assert_eq!(receiver.decode(&mut header), Ok(None));
+    let mut buf = receiver.payload_buf(1 << 20).unwrap();
+    buf.put_slice(&[0u8; 101]);
+    let _ = receiver.decode_slice(&mut []);
 }
 
 #[test]

@@ -528,7 +528,10 @@ where
         if self.read_buf.is_empty() {
             if let Some(mut payload) = self.conn.payload_buf(MAX_READ_CHUNK) {
                 // `read_buf` reads into the spare capacity without zeroing it first, and
-                // is cancel safe: a pending read consumes nothing.
+                // is cancel safe: a pending read consumes nothing. The room may reach past
+                // the frame end, so that a read that completes the frame usually comes up
+                // short and tokio waits for readiness before reading again. `decode`
+                // moves bytes of the next frame out of the message buffer.
                 let read = std::pin::pin!(self.io.read_buf(&mut payload));
                 return read.poll(cx).map_ok(Read::kept);
             }
