@@ -59,6 +59,11 @@ pub struct ConnectionsConfig {
     pub connect_concurrency: usize,
     /// Process id of the server, to read its resident memory from `/proc`.
     pub server_pid: Option<u32>,
+    /// Connections opened and closed again before the memory baseline is read. The
+    /// measured growth then leaves out what a server allocates once, such as code pages
+    /// of the executable read in on first use, lazily built tables and the peak of
+    /// concurrent handshakes. 0 reads the baseline from a server that has not served yet.
+    pub warmup_connections: usize,
     /// Time to wait after the last connect before reading the server's memory, so that
     /// the server finishes setting up the last connections.
     pub settle: Duration,
@@ -81,6 +86,7 @@ impl ConnectionsConfig {
             source_ips: Vec::new(),
             connect_concurrency: 64,
             server_pid: None,
+            warmup_connections: 0,
             settle: Duration::from_secs(1),
             timeout: None,
             compress: false,
@@ -109,7 +115,7 @@ impl ConnectionsConfig {
             anyhow::bail!("invalid connect concurrency 0: expected at least 1");
         }
         if let Some(limit) = proc::open_files_limit()
-            && self.count as u64 + FD_RESERVE > limit
+            && self.count.max(self.warmup_connections) as u64 + FD_RESERVE > limit
         {
             anyhow::bail!(
                 "--count {} needs about {} open files, but this process may open {limit} \
@@ -140,6 +146,8 @@ pub struct ConnectionsReport {
     pub transport: String,
     /// WebSockets per HTTP/2 or HTTP/3 connection, `None` over HTTP/1.1.
     pub streams_per_connection: Option<usize>,
+    /// Warm-up connections that opened and closed before the memory baseline.
+    pub warmup_connections: usize,
     /// Connections requested.
     pub requested: usize,
     /// Connections opened.
@@ -174,27 +182,40 @@ pub struct ConnectionsReport {
 /// Resident memory of a process before and after opening the connections.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MemoryDelta {
-    /// `VmRSS` before the first connect, in bytes.
+    /// `VmRSS` before the first measured connect (after the warm-up connections closed),
+    /// in bytes.
     pub rss_before_bytes: u64,
     /// `VmRSS` after all connects finished and the settle time passed, in bytes.
     pub rss_after_bytes: u64,
     /// `(rss_after_bytes - rss_before_bytes) / opened`, in bytes. It includes every
-    /// allocation the process made meanwhile, and can be negative if memory was
-    /// returned to the system.
+    /// allocation the process made meanwhile and the executable's code pages read in
+    /// meanwhile, and can be negative if memory was returned to the system.
     pub bytes_per_connection: f64,
+    /// `RssAnon` (resident heap, stacks and other private memory) before the first
+    /// measured connect, in bytes.
+    pub anon_before_bytes: u64,
+    /// `RssAnon` after all connects finished and the settle time passed, in bytes.
+    pub anon_after_bytes: u64,
+    /// `(anon_after_bytes - anon_before_bytes) / opened`, in bytes: the growth without
+    /// pages mapped from files, such as the executable's code.
+    pub anon_bytes_per_connection: f64,
 }
 
 impl MemoryDelta {
-    fn new(before: u64, after: u64, opened: usize) -> Self {
-        let growth = after as f64 - before as f64;
+    fn new(before: proc::Resident, after: proc::Resident, opened: usize) -> Self {
+        let per_connection = |before: u64, after: u64| {
+            if opened == 0 {
+                return 0.0;
+            }
+            ((after as f64 - before as f64) / opened as f64).round()
+        };
         MemoryDelta {
-            rss_before_bytes: before,
-            rss_after_bytes: after,
-            bytes_per_connection: if opened > 0 {
-                (growth / opened as f64).round()
-            } else {
-                0.0
-            },
+            rss_before_bytes: before.total,
+            rss_after_bytes: after.total,
+            bytes_per_connection: per_connection(before.total, after.total),
+            anon_before_bytes: before.anon,
+            anon_after_bytes: after.anon,
+            anon_bytes_per_connection: per_connection(before.anon, after.anon),
         }
     }
 }
@@ -275,13 +296,14 @@ where
     D: Fn(usize) -> F,
     F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
 {
+    let warmup = warm_up(config, &dial, hard_deadline).await?;
     let server_before = config
         .server_pid
-        .map(|pid| proc::resident_bytes(Some(pid)))
+        .map(|pid| proc::resident(Some(pid)))
         .transpose()?;
-    let client_before = proc::resident_bytes(None).ok();
+    let client_before = proc::resident(None).ok();
 
-    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, dial, &progress))
+    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, &dial, &progress))
         .await
         .with_context(|| {
             format!(
@@ -296,13 +318,13 @@ where
     let count = opened.sockets.len();
     let server_memory = match (config.server_pid, server_before) {
         (Some(pid), Some(before)) => {
-            let after = proc::resident_bytes(Some(pid))?;
+            let after = proc::resident(Some(pid))?;
             Some(MemoryDelta::new(before, after, count))
         }
         _ => None,
     };
     let client_memory = client_before
-        .zip(proc::resident_bytes(None).ok())
+        .zip(proc::resident(None).ok())
         .map(|(before, after)| MemoryDelta::new(before, after, count));
 
     let hold_started = Instant::now();
@@ -316,6 +338,7 @@ where
             .transport
             .shares_connections()
             .then_some(config.transport.streams_per_connection.min(config.count)),
+        warmup_connections: warmup,
         requested: config.count,
         opened: count,
         failed: config.count - count,
@@ -333,6 +356,40 @@ where
     })
 }
 
+/// Opens `config.warmup_connections` connections with `dial`, closes them again and
+/// waits the settle time. Returns how many opened.
+async fn warm_up<S, D, F>(
+    config: &ConnectionsConfig,
+    dial: &D,
+    hard_deadline: Instant,
+) -> anyhow::Result<usize>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Fn(usize) -> F,
+    F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
+{
+    if config.warmup_connections == 0 {
+        return Ok(0);
+    }
+    let mut warmup_config = config.clone();
+    warmup_config.count = config.warmup_connections;
+    // The warm-up takes no part in the progress bar.
+    let progress = Progress::new();
+    let opened = tokio::time::timeout_at(hard_deadline, open_all(&warmup_config, dial, &progress))
+        .await
+        .context(
+            "opening the warm-up connections timed out at the hard timeout; raise --timeout",
+        )??;
+    let count = opened.sockets.len();
+    tracing::debug!(count, "warm-up connections opened, closing them");
+    let (closed_early, first_close) = hold_all(opened.sockets, Instant::now()).await;
+    if let Some(reason) = first_close {
+        tracing::warn!(closed_early, %reason, "warm-up connections ended before their close");
+    }
+    tokio::time::sleep(config.settle).await;
+    Ok(count)
+}
+
 fn round_millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000.0).round() / 1_000.0
 }
@@ -340,7 +397,7 @@ fn round_millis(duration: Duration) -> f64 {
 /// Opens the connections with `dial`, at most `connect_concurrency` at a time.
 async fn open_all<S, D, F>(
     config: &ConnectionsConfig,
-    dial: D,
+    dial: &D,
     progress: &Progress,
 ) -> anyhow::Result<Opened<S>>
 where
@@ -475,6 +532,13 @@ impl std::fmt::Display for ConnectionsReport {
             "held", self.hold_secs, self.closed_early
         )?;
 
+        if self.warmup_connections > 0 {
+            writeln!(
+                f,
+                "{:<14}{} connections opened and closed before the memory baseline",
+                "warm-up", self.warmup_connections
+            )?;
+        }
         if !self.source_ips.is_empty() {
             let ips: Vec<String> = self.source_ips.iter().map(IpAddr::to_string).collect();
             writeln!(f, "{:<14}{}", "source ips", ips.join(","))?;
@@ -486,10 +550,12 @@ impl std::fmt::Display for ConnectionsReport {
             if let Some(memory) = memory {
                 writeln!(
                     f,
-                    "{name:<14}{:.1} MiB -> {:.1} MiB, {:.0} B per connection",
+                    "{name:<14}{:.1} MiB -> {:.1} MiB, {:.0} B per connection \
+                     ({:.0} B anonymous)",
                     memory.rss_before_bytes as f64 / 1_048_576.0,
                     memory.rss_after_bytes as f64 / 1_048_576.0,
-                    memory.bytes_per_connection
+                    memory.bytes_per_connection,
+                    memory.anon_bytes_per_connection
                 )?;
             }
         }

@@ -58,6 +58,34 @@ async fn connections_open_hold_and_measure_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_connections_close_before_the_baseline() {
+    let server = spawn_server(Behavior::Echo).await;
+    let mut config = quick_config(server.url(), 30);
+    config.warmup_connections = 20;
+    config.connect_concurrency = 8;
+    config.server_pid = Some(std::process::id());
+    let report = run_json(&config).await;
+
+    assert_eq!(report["warmup_connections"], 20, "{report}");
+    assert_eq!(report["opened"], 30, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(server.total_websockets(), 50);
+    // The warm-up connections were closed before the measured ones opened.
+    assert!(
+        server.max_open_websockets() <= 30,
+        "{} WebSockets were open at once",
+        server.max_open_websockets()
+    );
+    let memory = &report["server_memory"];
+    assert!(
+        memory["anon_before_bytes"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(memory["anon_after_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(memory["anon_bytes_per_connection"].is_number(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_ips_are_used_in_turn() {
     let server = spawn_server(Behavior::Echo).await;
     let first = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));

@@ -1,7 +1,7 @@
 //! `pylon bench`: load generation against a running node, with the benchmarks of
 //! `pylon_bench`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -180,9 +180,16 @@ struct ConnectionsArgs {
     #[arg(long, value_delimiter = ',')]
     source_ips: Vec<IpAddr>,
 
-    /// Process id of the server, to report its resident memory (VmRSS) per connection.
+    /// Process id of the server, to report its resident memory (VmRSS, and RssAnon
+    /// without the pages mapped from files) per connection.
     #[arg(long)]
     server_pid: Option<u32>,
+
+    /// Connections to open and close again before the server's memory baseline is read.
+    /// The growth per connection then leaves out what the server allocates once, such as
+    /// code pages read in on first use and the peak of concurrent handshakes.
+    #[arg(long, default_value_t = 0)]
+    warmup_connections: usize,
 
     #[command(flatten)]
     transport: TransportArgs,
@@ -232,9 +239,9 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     let report = report?;
 
     if args.common.json {
-        println!("{}", report.to_json());
+        write_stdout(&format!("{}\n", report.to_json()))?;
     } else {
-        print!("{report}");
+        write_stdout(&report.to_string())?;
     }
     if report.timed_out {
         anyhow::bail!(
@@ -253,6 +260,7 @@ fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
     config.ping_interval = (!ping_interval.is_zero()).then_some(ping_interval);
     config.source_ips = args.source_ips;
     config.server_pid = args.server_pid;
+    config.warmup_connections = args.warmup_connections;
     config.connect_concurrency = args.common.connect_concurrency;
     config.timeout = optional_seconds("--timeout", args.common.timeout)?;
     config.compress = args.common.compress;
@@ -270,9 +278,9 @@ fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
     let report = report?;
 
     if args.common.json {
-        println!("{}", report.to_json());
+        write_stdout(&format!("{}\n", report.to_json()))?;
     } else {
-        print!("{report}");
+        write_stdout(&report.to_string())?;
     }
     if report.opened == 0 {
         anyhow::bail!(
@@ -373,5 +381,20 @@ async fn update_connections_bar(bar: ProgressBar, progress: Arc<Progress>) {
         let failed = progress.failed();
         bar.set_position(connected + failed);
         bar.set_message(format!("{connected} open, {failed} failed"));
+    }
+}
+
+/// Writes a report to stdout. A closed pipe, as from `pylon bench ... | head`, ends the
+/// output quietly instead of failing the run.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("failed to write the report to stdout")
+        }
+        _ => Ok(()),
     }
 }

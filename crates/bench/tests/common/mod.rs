@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,10 +30,32 @@ pub(crate) enum Behavior {
     CloseAtOnce,
 }
 
-/// A test server and the peer addresses of the connections it accepted.
+/// A test server, the peer addresses of the connections it accepted and counts of its
+/// WebSockets.
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     peers: Arc<Mutex<BTreeSet<IpAddr>>>,
+    counts: Arc<WebSocketCounts>,
+}
+
+/// WebSockets that a test server upgraded: in total, open now, and open at most at once.
+#[derive(Default)]
+pub(crate) struct WebSocketCounts {
+    total: AtomicUsize,
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
+
+impl WebSocketCounts {
+    fn opened(&self) {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_open.fetch_max(open, Ordering::SeqCst);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TestServer {
@@ -45,6 +68,16 @@ impl TestServer {
     pub(crate) fn peer_ips(&self) -> BTreeSet<IpAddr> {
         self.peers.lock().unwrap().clone()
     }
+
+    /// Returns the number of WebSockets upgraded so far.
+    pub(crate) fn total_websockets(&self) -> usize {
+        self.counts.total.load(Ordering::SeqCst)
+    }
+
+    /// Returns the largest number of WebSockets that were open at the same time.
+    pub(crate) fn max_open_websockets(&self) -> usize {
+        self.counts.max_open.load(Ordering::SeqCst)
+    }
 }
 
 /// Starts a server on 127.0.0.1 that upgrades every request. It runs until the test's
@@ -55,26 +88,40 @@ pub(crate) async fn spawn_server(behavior: Behavior) -> TestServer {
     let peers = Arc::new(Mutex::new(BTreeSet::new()));
     let accepted = Arc::clone(&peers);
     let config = Arc::new(ServerConfig::default());
+    let counts = Arc::new(WebSocketCounts::default());
+    let server_counts = Arc::clone(&counts);
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             accepted.lock().unwrap().insert(peer.ip());
             let config = Arc::clone(&config);
-            tokio::spawn(serve(stream, config, behavior));
+            tokio::spawn(serve(stream, config, behavior, Arc::clone(&server_counts)));
         }
     });
-    TestServer { addr, peers }
+    TestServer {
+        addr,
+        peers,
+        counts,
+    }
 }
 
-async fn serve(stream: TcpStream, config: Arc<ServerConfig>, behavior: Behavior) {
+async fn serve(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    behavior: Behavior,
+    counts: Arc<WebSocketCounts>,
+) {
     let ws_config = config.ws.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         let config = Arc::clone(&config);
+        let counts = Arc::clone(&counts);
         async move {
             match server::upgrade(&mut req, &config) {
                 Ok((response, pending)) => {
                     tokio::spawn(async move {
                         if let Ok(ws) = pending.finish().await {
+                            counts.opened();
                             handle(ws, behavior).await;
+                            counts.closed();
                         }
                     });
                     Ok::<_, Infallible>(response)
