@@ -531,9 +531,11 @@ impl Connection {
                 start
             }
         };
-        // Bytes appended since the last `decode` count against the frame too.
+        // Bytes appended since the last `decode` count against the frame too. They can
+        // reach past its end when an earlier read filled the room after it, and then
+        // nothing of the frame is left to read.
         let appended = (self.message.len() - start) as u64;
-        let frame_rest = progress.remaining - appended;
+        let frame_rest = progress.remaining.saturating_sub(appended);
         // `count` fits in usize because it is at most `max`.
         let count = frame_rest.min(max as u64) as usize;
         if count == 0 {

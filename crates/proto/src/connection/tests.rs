@@ -1281,6 +1281,56 @@ fn bytes_read_past_the_frame_end_are_decoded_next() {
 }
 
 #[test]
+fn payload_buf_none_once_frame_is_read() {
+    let payload = [5u8; 100];
+    let wire_first = raw_frame(0x82, &payload, true);
+    let wire_next = raw_frame(0x81, b"next frame", true);
+    let header_len = wire_first.len() - payload.len();
+    let mut input = wire_first[header_len..].to_vec();
+    input.extend_from_slice(&wire_next);
+
+    // Pieces that reach the frame end: at once, and after a read that stops short of it.
+    for first_piece in [0, 40] {
+        let mut receiver = server();
+        let mut head = BytesMut::from(&wire_first[..header_len]);
+        assert_eq!(receiver.decode(&mut head), Ok(None));
+        let mut read = 0;
+        if first_piece > 0 {
+            let mut buf = receiver.payload_buf(first_piece).unwrap();
+            buf.put_slice(&input[..first_piece]);
+            read = first_piece;
+        }
+        // This read ends 5 bytes past the frame, inside the next frame's header and mask.
+        let mut buf = receiver.payload_buf(1 << 20).unwrap();
+        let end = payload.len() + 5;
+        assert!(
+            buf.remaining_mut() >= end - read,
+            "first piece {first_piece}"
+        );
+        buf.put_slice(&input[read..end]);
+
+        // Nothing of the frame is left to read, though `decode` has not run since.
+        assert!(
+            receiver.payload_buf(1 << 20).is_none(),
+            "first piece {first_piece}"
+        );
+
+        let mut rest = BytesMut::from(&input[end..]);
+        assert_eq!(
+            receiver.decode(&mut rest),
+            Ok(Some(Message::binary(payload.to_vec()))),
+            "first piece {first_piece}"
+        );
+        assert_eq!(
+            receiver.decode(&mut rest),
+            Ok(Some(Message::text("next frame"))),
+            "first piece {first_piece}"
+        );
+        assert!(rest.is_empty(), "first piece {first_piece}");
+    }
+}
+
+#[test]
 #[should_panic(expected = "need `decode`")]
 fn decode_slice_refuses_bytes_past_the_frame_end() {
     let mut receiver = server();
