@@ -1247,6 +1247,54 @@ fn payload_buf_is_limited_to_frame_rest_and_small_room() {
 }
 
 #[test]
+fn room_past_frame_stays_within_message_limit() {
+    // Limits below and above MAX_EAGER_FRAME_CAPACITY, with frames at the limit and just
+    // under it, so that the room past the frame end would cross the limit.
+    for max in [1000, 2 << 20] {
+        for frame_len in [max, max - 10] {
+            let payload = vec![3u8; frame_len];
+            let wire = raw_frame(0x82, &payload, true);
+            let header_len = wire.len() - frame_len;
+
+            // Payload arriving through `decode`, cut in the middle.
+            let mut receiver = with_limits(Role::Server, max, max);
+            let mut src = BytesMut::from(&wire[..header_len + frame_len / 2]);
+            assert_eq!(receiver.decode(&mut src), Ok(None));
+            assert!(
+                receiver.message.capacity() <= max,
+                "decode: capacity {} for frame {frame_len}, limit {max}",
+                receiver.message.capacity()
+            );
+
+            // Payload read through `payload_buf` up to the frame end.
+            let mut receiver = with_limits(Role::Server, max, max);
+            let mut head = BytesMut::from(&wire[..header_len]);
+            assert_eq!(receiver.decode(&mut head), Ok(None));
+            let mut rest = &wire[header_len..];
+            while !rest.is_empty() {
+                let mut buf = receiver.payload_buf(256 << 10).unwrap();
+                let take = rest.len().min(buf.remaining_mut());
+                buf.put_slice(&rest[..take]);
+                rest = &rest[take..];
+                assert!(
+                    receiver.message.capacity() <= max,
+                    "payload_buf: capacity {} for frame {frame_len}, limit {max}",
+                    receiver.message.capacity()
+                );
+                if !rest.is_empty() {
+                    assert_eq!(receiver.decode(&mut BytesMut::new()), Ok(None));
+                }
+            }
+            assert_eq!(
+                receiver.decode(&mut BytesMut::new()),
+                Ok(Some(Message::binary(payload))),
+                "frame {frame_len}, limit {max}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bytes_read_past_the_frame_end_are_decoded_next() {
     let first = vec![7u8; 64 << 10];
     let second = b"next frame".to_vec();
