@@ -1025,6 +1025,52 @@ fn decode_slice_error_consumes_everything() {
     assert_eq!(conn.decode_slice(&mut more), Ok((None, len)));
 }
 
+/// Decodes `bytes` as the pylon_ws driver reads them. While the input buffer is empty
+/// and a frame is arriving, the next read goes into `payload_buf(max_read)` and takes at
+/// most its room. Otherwise it goes into the input buffer. Read sizes cycle through
+/// `reads`. Returns the messages and the first error, if any. Checks after each decode
+/// that the message buffer kept within [`Limits::max_message_size`].
+fn decode_through_payload_buf(
+    conn: &mut Connection,
+    bytes: &[u8],
+    reads: &[usize],
+    max_read: usize,
+) -> (Vec<Message>, Option<ProtocolError>) {
+    let max_capacity = conn.config.limits.max_message_size;
+    let mut messages = Vec::new();
+    let mut src = BytesMut::new();
+    let mut pos = 0;
+    let mut read_sizes = reads.iter().map(|size| size.max(&1)).cycle();
+    loop {
+        loop {
+            match conn.decode(&mut src) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(err) => return (messages, Some(err)),
+            }
+        }
+        assert!(
+            conn.message.capacity() <= max_capacity,
+            "capacity {}, limit {max_capacity}",
+            conn.message.capacity()
+        );
+        if pos == bytes.len() {
+            return (messages, None);
+        }
+        let size = (*read_sizes.next().unwrap()).min(bytes.len() - pos);
+        if src.is_empty()
+            && let Some(mut buf) = conn.payload_buf(max_read)
+        {
+            let take = size.min(buf.remaining_mut());
+            buf.put_slice(&bytes[pos..pos + take]);
+            pos += take;
+            continue;
+        }
+        src.extend_from_slice(&bytes[pos..pos + size]);
+        pos += size;
+    }
+}
+
 proptest! {
     #[test]
     fn decode_slice_matches_decode(
@@ -1100,6 +1146,45 @@ proptest! {
         let bytes = frames_from_fuzz(&parts);
         let mut conn = with_limits(Role::Server, 64, 200);
         feed_in_chunks(&mut conn, &bytes, &cuts, 200);
+    }
+
+    #[test]
+    fn payload_buf_reads_match_whole_decode(
+        parts in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x80, 0x81, 0x82, 0x88, 0x89, 0x8A, 0x83]),
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..130),
+                    proptest::collection::vec(prop::sample::select(b"ab\xc3\xa9\xff".to_vec()), 1000..5000),
+                ],
+                prop::bool::weighted(0.97),
+            ),
+            0..10,
+        ),
+        reads in proptest::collection::vec(1usize..6000, 1..8),
+        max_read in 1usize..8000,
+        max_size in prop::sample::select(vec![4000usize, 5000, 1 << 20]),
+    ) {
+        let bytes = frames_from_fuzz(&parts);
+        let mut reference = with_limits(Role::Server, max_size, max_size);
+        let mut whole = BytesMut::from(&bytes[..]);
+        let mut expected = Vec::new();
+        let mut expected_err = None;
+        loop {
+            match reference.decode(&mut whole) {
+                Ok(Some(message)) => expected.push(message),
+                Ok(None) => break,
+                Err(err) => {
+                    expected_err = Some(err);
+                    break;
+                }
+            }
+        }
+
+        let mut conn = with_limits(Role::Server, max_size, max_size);
+        let (messages, err) = decode_through_payload_buf(&mut conn, &bytes, &reads, max_read);
+        prop_assert_eq!(messages, expected);
+        prop_assert_eq!(err, expected_err);
     }
 }
 
