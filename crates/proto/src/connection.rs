@@ -511,11 +511,13 @@ impl Connection {
     /// straight into it and save a copy.
     ///
     /// When the room reaches the end of the frame, it may go on past it by up to 4 KiB
-    /// where the buffer has the capacity. A read into it then returns fewer bytes than
+    /// where the buffer has the capacity, which stays within
+    /// [`Limits::max_message_size`]. A read into it then returns fewer bytes than
     /// requested when the frame's last bytes are all the transport has. The next
     /// [`Connection::decode`] call unmasks and checks the bytes appended to it, before it
-    /// looks at its `src`, and puts bytes appended past the frame end in front of `src`. Returns `None` between frames, for a compressed message and
-    /// after a close or fault: those bytes must go through `decode`. The room follows the
+    /// looks at its `src`, and puts bytes appended past the frame end in front of `src`.
+    /// Returns `None` between frames, for a compressed message and after a close or
+    /// fault: those bytes must go through `decode`. The room follows the
     /// growth rule of the message buffer, so it is at most twice the payload received so
     /// far plus `max`.
     pub fn payload_buf(&mut self, max: usize) -> Option<Limit<&mut BytesMut>> {
@@ -531,9 +533,11 @@ impl Connection {
                 start
             }
         };
-        // Bytes appended since the last `decode` count against the frame too.
+        // Bytes appended since the last `decode` count against the frame too. They can
+        // reach past its end when an earlier read filled the room after it, and then
+        // nothing of the frame is left to read.
         let appended = (self.message.len() - start) as u64;
-        let frame_rest = progress.remaining - appended;
+        let frame_rest = progress.remaining.saturating_sub(appended);
         // `count` fits in usize because it is at most `max`.
         let count = frame_rest.min(max as u64) as usize;
         if count == 0 {
@@ -590,16 +594,17 @@ impl Connection {
         }
         // The header check kept the message within the limit, so this fits in usize.
         let frame_end = len + frame_remaining as usize;
+        let max_message_size = self.config.limits.max_message_size;
         let max_capacity = if fin {
-            frame_end + past_frame_room(frame_end)
+            frame_end + past_frame_room(frame_end, max_message_size)
         } else {
-            self.config.limits.max_message_size
+            max_message_size
         };
         if fin && frame_end <= MAX_EAGER_FRAME_CAPACITY {
             // Growing in steps would copy the received part of the payload each time. A
             // frame that is still arriving gets room past its end for `payload_buf`.
             let room = if arriving {
-                past_frame_room(frame_end)
+                past_frame_room(frame_end, max_message_size)
             } else {
                 0
             };
@@ -935,10 +940,12 @@ impl Connection {
 
 /// Returns the room past the end of a final frame of `frame_end` message bytes that the
 /// message buffer reserves while the frame arrives: 1/64 of its size, from 16 bytes up to
-/// [`MAX_PAST_FRAME_ROOM`]. Any room lets a read return fewer bytes than requested, and
-/// more room saves reads when the peer sends the next frame right behind.
-fn past_frame_room(frame_end: usize) -> usize {
-    (frame_end / 64).clamp(16, MAX_PAST_FRAME_ROOM)
+/// [`MAX_PAST_FRAME_ROOM`]. The room ends at `max_message_size`, so the buffer keeps
+/// within [`Limits::max_message_size`]. Any room lets a read return fewer bytes than
+/// requested, and more room saves reads when the peer sends the next frame right behind.
+fn past_frame_room(frame_end: usize, max_message_size: usize) -> usize {
+    let room = (frame_end / 64).clamp(16, MAX_PAST_FRAME_ROOM);
+    room.min(max_message_size.saturating_sub(frame_end))
 }
 
 /// Grows `buf` to a capacity of `target` bytes, keeping its contents.

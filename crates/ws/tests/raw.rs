@@ -359,3 +359,90 @@ async fn oversized_message_close_survives_unread_payload() {
     assert!(end.is_ok(), "stream ended with {end:?}");
     assert!(rest.is_empty(), "bytes after the close frame: {rest:?}");
 }
+
+/// Writes a masked 70,000-byte binary frame cut in the middle of its payload, then its
+/// tail in the same write as `after`. The server reads the tail into its message buffer
+/// with room past the frame end (1,093 bytes, 1/64 of the frame), which takes the start of
+/// `after` too. Returns the stream after checking the echo of the large frame.
+async fn send_large_frame_then(addr: std::net::SocketAddr, after: &[u8]) -> (TcpStream, Vec<u8>) {
+    let (mut stream, mut pending) = raw_handshake(addr).await;
+    stream.set_nodelay(true).unwrap();
+    let large: Vec<u8> = (0..70_000u32).map(|i| (i * 31) as u8).collect();
+    let mut wire = masked_frame(true, BINARY, &large);
+    let cut = wire.len() - 35_000;
+    wire.extend_from_slice(after);
+    stream.write_all(&wire[..cut]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stream.write_all(&wire[cut..]).await.unwrap();
+    let echo = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!((echo.opcode, echo.payload), (BINARY, large));
+    (stream, pending)
+}
+
+#[tokio::test]
+async fn frames_after_large_frame_tail_are_decoded() {
+    let addr = spawn_server(quick_config(), echo).await;
+    let mut after = masked_frame(true, PING, b"hi");
+    after.extend(masked_frame(false, TEXT, "grüß".as_bytes()));
+    after.extend(masked_frame(true, CONTINUATION, "e 🚀".as_bytes()));
+    after.extend(masked_frame(true, CLOSE, &1000u16.to_be_bytes()));
+    let (mut stream, mut pending) = send_large_frame_then(addr, &after).await;
+
+    let pong = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!((pong.opcode, pong.payload), (PONG, b"hi".to_vec()));
+    let text = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!((text.opcode, text.payload), (TEXT, "grüße 🚀".into()));
+    let close = read_frame(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(close.close_code(), Some(1000));
+    assert!(read_frame(&mut stream, &mut pending).await.is_none());
+}
+
+#[tokio::test]
+async fn faults_after_frame_tail_close() {
+    let addr = spawn_server(quick_config(), echo).await;
+    let mut bad_utf8 = b"ok".repeat(200);
+    bad_utf8.push(0xff);
+    let mut oversized = frame_header(true, BINARY, true, (16 << 20) + 1);
+    oversized.extend_from_slice(&[1, 2, 3, 4]);
+    let cases = [
+        ("invalid utf-8", masked_frame(true, TEXT, &bad_utf8), 1007),
+        ("frame over the limit", oversized, 1009),
+        ("unmasked frame", unmasked_frame(true, TEXT, b"plain"), 1002),
+        (
+            "continuation without a message",
+            masked_frame(true, CONTINUATION, b"stray"),
+            1002,
+        ),
+    ];
+    for (name, after, code) in cases {
+        let (mut stream, mut pending) = send_large_frame_then(addr, &after).await;
+        let close = read_frame(&mut stream, &mut pending).await.unwrap();
+        assert_eq!(close.close_code(), Some(code), "{name}");
+        assert!(
+            read_frame(&mut stream, &mut pending).await.is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn header_cut_at_room_end_is_decoded() {
+    let addr = spawn_server(quick_config(), echo).await;
+    // Room past the end of the 70,000-byte frame: 70,000 / 64 bytes.
+    let room = 70_000 / 64;
+    let next: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    // A filler frame ends `k` bytes before the room does, so the read that completes the
+    // large frame cuts the next frame's 8-byte header (with its mask key) after `k` bytes.
+    for k in [1, 2, 4, 7, 8] {
+        let filler = vec![b'f'; room - k - 8];
+        let mut after = masked_frame(true, BINARY, &filler);
+        assert_eq!(after.len(), room - k, "filler uses an 8-byte header");
+        after.extend(masked_frame(true, BINARY, &next));
+        let (mut stream, mut pending) = send_large_frame_then(addr, &after).await;
+
+        let echo = read_frame(&mut stream, &mut pending).await.unwrap();
+        assert_eq!(echo.payload, filler, "filler, cut after {k}");
+        let echo = read_frame(&mut stream, &mut pending).await.unwrap();
+        assert_eq!(echo.payload, next, "next frame, cut after {k}");
+    }
+}

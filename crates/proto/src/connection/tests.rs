@@ -1025,6 +1025,52 @@ fn decode_slice_error_consumes_everything() {
     assert_eq!(conn.decode_slice(&mut more), Ok((None, len)));
 }
 
+/// Decodes `bytes` as the pylon_ws driver reads them. While the input buffer is empty
+/// and a frame is arriving, the next read goes into `payload_buf(max_read)` and takes at
+/// most its room. Otherwise it goes into the input buffer. Read sizes cycle through
+/// `reads`. Returns the messages and the first error, if any. Checks after each decode
+/// that the message buffer kept within [`Limits::max_message_size`].
+fn decode_through_payload_buf(
+    conn: &mut Connection,
+    bytes: &[u8],
+    reads: &[usize],
+    max_read: usize,
+) -> (Vec<Message>, Option<ProtocolError>) {
+    let max_capacity = conn.config.limits.max_message_size;
+    let mut messages = Vec::new();
+    let mut src = BytesMut::new();
+    let mut pos = 0;
+    let mut read_sizes = reads.iter().map(|size| size.max(&1)).cycle();
+    loop {
+        loop {
+            match conn.decode(&mut src) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(err) => return (messages, Some(err)),
+            }
+        }
+        assert!(
+            conn.message.capacity() <= max_capacity,
+            "capacity {}, limit {max_capacity}",
+            conn.message.capacity()
+        );
+        if pos == bytes.len() {
+            return (messages, None);
+        }
+        let size = (*read_sizes.next().unwrap()).min(bytes.len() - pos);
+        if src.is_empty()
+            && let Some(mut buf) = conn.payload_buf(max_read)
+        {
+            let take = size.min(buf.remaining_mut());
+            buf.put_slice(&bytes[pos..pos + take]);
+            pos += take;
+            continue;
+        }
+        src.extend_from_slice(&bytes[pos..pos + size]);
+        pos += size;
+    }
+}
+
 proptest! {
     #[test]
     fn decode_slice_matches_decode(
@@ -1100,6 +1146,45 @@ proptest! {
         let bytes = frames_from_fuzz(&parts);
         let mut conn = with_limits(Role::Server, 64, 200);
         feed_in_chunks(&mut conn, &bytes, &cuts, 200);
+    }
+
+    #[test]
+    fn payload_buf_reads_match_whole_decode(
+        parts in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x80, 0x81, 0x82, 0x88, 0x89, 0x8A, 0x83]),
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..130),
+                    proptest::collection::vec(prop::sample::select(b"ab\xc3\xa9\xff".to_vec()), 1000..5000),
+                ],
+                prop::bool::weighted(0.97),
+            ),
+            0..10,
+        ),
+        reads in proptest::collection::vec(1usize..6000, 1..8),
+        max_read in 1usize..8000,
+        max_size in prop::sample::select(vec![4000usize, 5000, 1 << 20]),
+    ) {
+        let bytes = frames_from_fuzz(&parts);
+        let mut reference = with_limits(Role::Server, max_size, max_size);
+        let mut whole = BytesMut::from(&bytes[..]);
+        let mut expected = Vec::new();
+        let mut expected_err = None;
+        loop {
+            match reference.decode(&mut whole) {
+                Ok(Some(message)) => expected.push(message),
+                Ok(None) => break,
+                Err(err) => {
+                    expected_err = Some(err);
+                    break;
+                }
+            }
+        }
+
+        let mut conn = with_limits(Role::Server, max_size, max_size);
+        let (messages, err) = decode_through_payload_buf(&mut conn, &bytes, &reads, max_read);
+        prop_assert_eq!(messages, expected);
+        prop_assert_eq!(err, expected_err);
     }
 }
 
@@ -1247,6 +1332,54 @@ fn payload_buf_is_limited_to_frame_rest_and_small_room() {
 }
 
 #[test]
+fn room_past_frame_stays_within_message_limit() {
+    // Limits below and above MAX_EAGER_FRAME_CAPACITY, with frames at the limit and just
+    // under it, so that the room past the frame end would cross the limit.
+    for max in [1000, 2 << 20] {
+        for frame_len in [max, max - 10] {
+            let payload = vec![3u8; frame_len];
+            let wire = raw_frame(0x82, &payload, true);
+            let header_len = wire.len() - frame_len;
+
+            // Payload arriving through `decode`, cut in the middle.
+            let mut receiver = with_limits(Role::Server, max, max);
+            let mut src = BytesMut::from(&wire[..header_len + frame_len / 2]);
+            assert_eq!(receiver.decode(&mut src), Ok(None));
+            assert!(
+                receiver.message.capacity() <= max,
+                "decode: capacity {} for frame {frame_len}, limit {max}",
+                receiver.message.capacity()
+            );
+
+            // Payload read through `payload_buf` up to the frame end.
+            let mut receiver = with_limits(Role::Server, max, max);
+            let mut head = BytesMut::from(&wire[..header_len]);
+            assert_eq!(receiver.decode(&mut head), Ok(None));
+            let mut rest = &wire[header_len..];
+            while !rest.is_empty() {
+                let mut buf = receiver.payload_buf(256 << 10).unwrap();
+                let take = rest.len().min(buf.remaining_mut());
+                buf.put_slice(&rest[..take]);
+                rest = &rest[take..];
+                assert!(
+                    receiver.message.capacity() <= max,
+                    "payload_buf: capacity {} for frame {frame_len}, limit {max}",
+                    receiver.message.capacity()
+                );
+                if !rest.is_empty() {
+                    assert_eq!(receiver.decode(&mut BytesMut::new()), Ok(None));
+                }
+            }
+            assert_eq!(
+                receiver.decode(&mut BytesMut::new()),
+                Ok(Some(Message::binary(payload))),
+                "frame {frame_len}, limit {max}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bytes_read_past_the_frame_end_are_decoded_next() {
     let first = vec![7u8; 64 << 10];
     let second = b"next frame".to_vec();
@@ -1278,6 +1411,56 @@ fn bytes_read_past_the_frame_end_are_decoded_next() {
     assert_eq!(receiver.decode(&mut rest), Ok(Some(Message::binary(third))));
     assert!(rest.is_empty());
     assert_eq!(receiver.buffered(), 0);
+}
+
+#[test]
+fn payload_buf_none_once_frame_is_read() {
+    let payload = [5u8; 100];
+    let wire_first = raw_frame(0x82, &payload, true);
+    let wire_next = raw_frame(0x81, b"next frame", true);
+    let header_len = wire_first.len() - payload.len();
+    let mut input = wire_first[header_len..].to_vec();
+    input.extend_from_slice(&wire_next);
+
+    // Pieces that reach the frame end: at once, and after a read that stops short of it.
+    for first_piece in [0, 40] {
+        let mut receiver = server();
+        let mut head = BytesMut::from(&wire_first[..header_len]);
+        assert_eq!(receiver.decode(&mut head), Ok(None));
+        let mut read = 0;
+        if first_piece > 0 {
+            let mut buf = receiver.payload_buf(first_piece).unwrap();
+            buf.put_slice(&input[..first_piece]);
+            read = first_piece;
+        }
+        // This read ends 5 bytes past the frame, inside the next frame's header and mask.
+        let mut buf = receiver.payload_buf(1 << 20).unwrap();
+        let end = payload.len() + 5;
+        assert!(
+            buf.remaining_mut() >= end - read,
+            "first piece {first_piece}"
+        );
+        buf.put_slice(&input[read..end]);
+
+        // Nothing of the frame is left to read, though `decode` has not run since.
+        assert!(
+            receiver.payload_buf(1 << 20).is_none(),
+            "first piece {first_piece}"
+        );
+
+        let mut rest = BytesMut::from(&input[end..]);
+        assert_eq!(
+            receiver.decode(&mut rest),
+            Ok(Some(Message::binary(payload.to_vec()))),
+            "first piece {first_piece}"
+        );
+        assert_eq!(
+            receiver.decode(&mut rest),
+            Ok(Some(Message::text("next frame"))),
+            "first piece {first_piece}"
+        );
+        assert!(rest.is_empty(), "first piece {first_piece}");
+    }
 }
 
 #[test]
