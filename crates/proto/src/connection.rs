@@ -26,7 +26,7 @@ const MIN_BUFFER_GROWTH: usize = 8 << 10;
 /// then sends nothing more keeps this much memory allocated, as it could by sending it.
 const MAX_EAGER_FRAME_CAPACITY: usize = 1 << 20;
 
-/// Most room past the end of a partly received final frame that the message buffer
+/// Maximum room past the end of a partly received frame that the message buffer
 /// reserves and [`Connection::payload_buf`] offers. A read that requests more bytes than
 /// the frame lacks and returns fewer shows that the transport has nothing more, so the
 /// I/O layer waits for readiness instead of issuing one more read that would fail with
@@ -170,6 +170,10 @@ pub struct Connection {
     payload_buf_start: Option<u32>,
     /// Unmasked payload of the message being assembled.
     message: BytesMut,
+    /// Bytes of later frames that a read into [`Connection::payload_buf`] appended past
+    /// the frame end and that [`Connection::decode_slice`] has not consumed yet. They
+    /// come before its next input. Boxed because it is rarely used.
+    past_input: Option<Box<BytesMut>>,
     /// Length of the prefix of `message` that is checked, complete UTF-8 (text only).
     utf8_checked: usize,
     /// The message being assembled had RSV1 set on its first frame, so its payload is
@@ -198,6 +202,7 @@ impl Connection {
             payload: None,
             payload_buf_start: None,
             message: BytesMut::new(),
+            past_input: None,
             utf8_checked: 0,
             message_compressed: false,
             deflater: None,
@@ -278,9 +283,8 @@ impl Connection {
     /// [`ProtocolError::close_code`] unless a close was already sent, and releases the
     /// message buffer. After that, every call discards `src` and returns `Ok(None)`.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
-        if let Some(past) = self.take_past_frame() {
+        if let Some(mut joined) = self.take_past_input() {
             // Bytes read past the frame into the room of `payload_buf` came before `src`.
-            let mut joined = past;
             joined.extend_from_slice(src);
             *src = joined;
         }
@@ -296,26 +300,50 @@ impl Connection {
     /// that arrives whole is not copied into a heap read buffer first. Consumed bytes may
     /// be changed in place (unmasked). Bytes after them are left unchanged.
     ///
+    /// Bytes that a read into [`Connection::payload_buf`] appended past the frame end are
+    /// decoded before `src`. They are kept inside the connection until consumed, and the
+    /// count returned covers only bytes of `src`.
+    ///
     /// # Errors
     ///
     /// As for [`Connection::decode`]. After an error, all of `src` counts as consumed.
-    ///
-    /// # Panics
-    ///
-    /// If bytes read into [`Connection::payload_buf`] reach past the end of the frame:
-    /// only [`Connection::decode`] can put them in front of the next input.
     pub fn decode_slice(
         &mut self,
         src: &mut [u8],
     ) -> Result<(Option<Message>, usize), ProtocolError> {
-        assert!(
-            self.take_past_frame().is_none(),
-            "bytes past the frame end in the payload buffer need `decode`, not `decode_slice`"
-        );
-        let len = src.len();
-        let mut input = SliceInput { rest: src };
-        let message = self.decode_input(&mut input)?;
-        Ok((message, len - input.rest.len()))
+        let Some(mut joined) = self.take_past_input() else {
+            let len = src.len();
+            let mut input = SliceInput { rest: src };
+            let message = self.decode_input(&mut input)?;
+            return Ok((message, len - input.rest.len()));
+        };
+        // Rare: decode a copy of the earlier bytes followed by `src`.
+        let past_len = joined.len();
+        joined.extend_from_slice(src);
+        let joined_len = joined.len();
+        let message = self.decode_input(&mut joined)?;
+        let consumed = joined_len - joined.len();
+        if consumed >= past_len {
+            return Ok((message, consumed - past_len));
+        }
+        // The earlier bytes that were not consumed stay first in line.
+        joined.truncate(past_len - consumed);
+        self.past_input = Some(Box::new(joined));
+        Ok((message, 0))
+    }
+
+    /// Takes the bytes that must be decoded before the next input: those left over by
+    /// [`Connection::decode_slice`], followed by those that a read into
+    /// [`Connection::payload_buf`] appended past the frame end.
+    fn take_past_input(&mut self) -> Option<BytesMut> {
+        let left_over = self.past_input.take().map(|bytes| *bytes);
+        match (left_over, self.take_past_frame()) {
+            (Some(mut left_over), Some(past_frame)) => {
+                left_over.extend_from_slice(&past_frame);
+                Some(left_over)
+            }
+            (left_over, past_frame) => left_over.or(past_frame),
+        }
     }
 
     fn decode_input<I: Input>(&mut self, src: &mut I) -> Result<Option<Message>, ProtocolError> {
@@ -725,6 +753,7 @@ impl Connection {
         tracing::debug!(error = %err, code = err.close_code().0, "websocket protocol fault");
         self.failed = true;
         self.release_message();
+        self.past_input = None;
         self.inflater = None;
         self.deflater = None;
         self.pending_pongs = BytesMut::new();
