@@ -59,10 +59,12 @@ pub struct ConnectionsConfig {
     pub connect_concurrency: usize,
     /// Process id of the server, to read its resident memory from `/proc`.
     pub server_pid: Option<u32>,
-    /// Connections opened and closed again before the memory baseline is read. The
-    /// measured growth then leaves out what a server allocates once, such as code pages
-    /// of the executable read in on first use, lazily built tables and the peak of
-    /// concurrent handshakes. 0 reads the baseline from a server that has not served yet.
+    /// Connections opened before the memory baseline is read and held open with the
+    /// measured ones. The measured growth then leaves out what a server allocates once,
+    /// such as code pages of the executable read in on first use, lazily built tables and
+    /// the peak of concurrent handshakes. Because they stay open, the measured connections
+    /// cannot reuse their memory. 0 reads the baseline from a server that has not served
+    /// yet.
     pub warmup_connections: usize,
     /// Time to wait after the last connect before reading the server's memory, so that
     /// the server finishes setting up the last connections.
@@ -115,7 +117,7 @@ impl ConnectionsConfig {
             anyhow::bail!("invalid connect concurrency 0: expected at least 1");
         }
         if let Some(limit) = proc::open_files_limit()
-            && self.count.max(self.warmup_connections) as u64 + FD_RESERVE > limit
+            && (self.count + self.warmup_connections) as u64 + FD_RESERVE > limit
         {
             anyhow::bail!(
                 "--count {} needs about {} open files, but this process may open {limit} \
@@ -146,7 +148,8 @@ pub struct ConnectionsReport {
     pub transport: String,
     /// WebSockets per HTTP/2 or HTTP/3 connection, `None` over HTTP/1.1.
     pub streams_per_connection: Option<usize>,
-    /// Warm-up connections that opened and closed before the memory baseline.
+    /// Warm-up connections that opened before the memory baseline. They are held and
+    /// closed with the measured ones, and count in `closed_early`.
     pub warmup_connections: usize,
     /// Connections requested.
     pub requested: usize,
@@ -182,7 +185,7 @@ pub struct ConnectionsReport {
 /// Resident memory of a process before and after opening the connections.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MemoryDelta {
-    /// `VmRSS` before the first measured connect (after the warm-up connections closed),
+    /// `VmRSS` before the first measured connect (after the warm-up connections opened),
     /// in bytes.
     pub rss_before_bytes: u64,
     /// `VmRSS` after all connects finished and the settle time passed, in bytes.
@@ -297,13 +300,15 @@ where
     F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
 {
     let warmup = warm_up(config, &dial, hard_deadline).await?;
+    let warmup_count = warmup.len();
     let server_before = config
         .server_pid
         .map(|pid| proc::resident(Some(pid)))
         .transpose()?;
     let client_before = proc::resident(None).ok();
 
-    let opened = tokio::time::timeout_at(hard_deadline, open_all(config, &dial, &progress))
+    let opened = open_all(config, &dial, warmup_count, &progress);
+    let opened = tokio::time::timeout_at(hard_deadline, opened)
         .await
         .with_context(|| {
             format!(
@@ -329,7 +334,9 @@ where
 
     let hold_started = Instant::now();
     let hold_end = (hold_started + config.hold).min(hard_deadline);
-    let (closed_early, first_close) = hold_all(opened.sockets, hold_end).await;
+    let mut sockets = opened.sockets;
+    sockets.extend(warmup);
+    let (closed_early, first_close) = hold_all(sockets, hold_end).await;
 
     Ok(ConnectionsReport {
         url: config.url.clone(),
@@ -338,7 +345,7 @@ where
             .transport
             .shares_connections()
             .then_some(config.transport.streams_per_connection.min(config.count)),
-        warmup_connections: warmup,
+        warmup_connections: warmup_count,
         requested: config.count,
         opened: count,
         failed: config.count - count,
@@ -356,48 +363,53 @@ where
     })
 }
 
-/// Opens `config.warmup_connections` connections with `dial`, closes them again and
-/// waits the settle time. Returns how many opened.
+/// Opens `config.warmup_connections` connections with `dial` and waits the settle time.
+/// Returns the connections that opened.
 async fn warm_up<S, D, F>(
     config: &ConnectionsConfig,
     dial: &D,
     hard_deadline: Instant,
-) -> anyhow::Result<usize>
+) -> anyhow::Result<Vec<WebSocket<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Fn(usize) -> F,
     F: Future<Output = Result<WebSocket<S>, Error>> + Send + 'static,
 {
     if config.warmup_connections == 0 {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut warmup_config = config.clone();
     warmup_config.count = config.warmup_connections;
     // The warm-up takes no part in the progress bar.
     let progress = Progress::new();
-    let opened = tokio::time::timeout_at(hard_deadline, open_all(&warmup_config, dial, &progress))
+    let opened = open_all(&warmup_config, dial, 0, &progress);
+    let opened = tokio::time::timeout_at(hard_deadline, opened)
         .await
         .context(
             "opening the warm-up connections timed out at the hard timeout; raise --timeout",
         )??;
-    let count = opened.sockets.len();
-    tracing::debug!(count, "warm-up connections opened, closing them");
-    let (closed_early, first_close) = hold_all(opened.sockets, Instant::now()).await;
-    if let Some(reason) = first_close {
-        tracing::warn!(closed_early, %reason, "warm-up connections ended before their close");
+    if let Some(failure) = &opened.first_failure {
+        tracing::warn!(
+            failed = warmup_config.count - opened.sockets.len(),
+            %failure,
+            "warm-up connections failed to open"
+        );
     }
+    tracing::debug!(count = opened.sockets.len(), "warm-up connections opened");
     tokio::time::sleep(config.settle).await;
-    Ok(count)
+    Ok(opened.sockets)
 }
 
 fn round_millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000.0).round() / 1_000.0
 }
 
-/// Opens the connections with `dial`, at most `connect_concurrency` at a time.
+/// Opens `config.count` connections with `dial`, at most `connect_concurrency` at a time.
+/// Their indexes for `dial` start at `first_index`.
 async fn open_all<S, D, F>(
     config: &ConnectionsConfig,
     dial: &D,
+    first_index: usize,
     progress: &Progress,
 ) -> anyhow::Result<Opened<S>>
 where
@@ -408,7 +420,7 @@ where
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(config.connect_concurrency));
     let mut tasks = JoinSet::new();
-    for index in 0..config.count {
+    for index in first_index..first_index + config.count {
         let permits = Arc::clone(&permits);
         let connect = dial(index);
         tasks.spawn(async move {
@@ -535,7 +547,7 @@ impl std::fmt::Display for ConnectionsReport {
         if self.warmup_connections > 0 {
             writeln!(
                 f,
-                "{:<14}{} connections opened and closed before the memory baseline",
+                "{:<14}{} connections opened before the memory baseline, held with the rest",
                 "warm-up", self.warmup_connections
             )?;
         }

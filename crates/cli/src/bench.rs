@@ -185,9 +185,10 @@ struct ConnectionsArgs {
     #[arg(long)]
     server_pid: Option<u32>,
 
-    /// Connections to open and close again before the server's memory baseline is read.
-    /// The growth per connection then leaves out what the server allocates once, such as
-    /// code pages read in on first use and the peak of concurrent handshakes.
+    /// Connections to open before the server's memory baseline is read. They stay open
+    /// with the measured ones, whose growth per connection then leaves out what the server
+    /// allocates once, such as code pages read in on first use and the peak of concurrent
+    /// handshakes.
     #[arg(long, default_value_t = 0)]
     warmup_connections: usize,
 
