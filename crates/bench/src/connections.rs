@@ -556,18 +556,32 @@ impl std::fmt::Display for ConnectionsReport {
             writeln!(f, "{:<14}{}", "source ips", ips.join(","))?;
         }
         for (name, memory) in [
-            ("server rss", &self.server_memory),
-            ("client rss", &self.client_memory),
+            ("server", &self.server_memory),
+            ("client", &self.client_memory),
         ] {
-            if let Some(memory) = memory {
+            let Some(memory) = memory else {
+                continue;
+            };
+            for (kind, before, after, per_connection) in [
+                (
+                    "VmRSS",
+                    memory.rss_before_bytes,
+                    memory.rss_after_bytes,
+                    memory.bytes_per_connection,
+                ),
+                (
+                    "RssAnon",
+                    memory.anon_before_bytes,
+                    memory.anon_after_bytes,
+                    memory.anon_bytes_per_connection,
+                ),
+            ] {
                 writeln!(
                     f,
-                    "{name:<14}{:.1} MiB -> {:.1} MiB, {:.0} B per connection \
-                     ({:.0} B anonymous)",
-                    memory.rss_before_bytes as f64 / 1_048_576.0,
-                    memory.rss_after_bytes as f64 / 1_048_576.0,
-                    memory.bytes_per_connection,
-                    memory.anon_bytes_per_connection
+                    "{:<16}{:.1} MiB -> {:.1} MiB, {per_connection:.0} B per connection",
+                    format!("{name} {kind}"),
+                    before as f64 / 1_048_576.0,
+                    after as f64 / 1_048_576.0,
                 )?;
             }
         }
