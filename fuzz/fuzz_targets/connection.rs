@@ -3,7 +3,10 @@
 //!
 //! Input layout, chosen so that a seed is a short prefix followed by raw frames:
 //! - byte 0: flags. Bit 0 selects the client role (else server), bit 1 clears
-//!   `auto_pong`, bit 2 defers `write_pending` to the end of the input.
+//!   `auto_pong`, bit 2 defers `write_pending` to the end of the input. Bit 3 reads
+//!   each chunk into `Connection::payload_buf` where it offers room, as the I/O layer
+//!   does. A second connection then gets every byte through `decode`, and the results of
+//!   both must be equal.
 //! - bytes 1-2 and 3-4: `max_message_size` and `max_frame_size`, big-endian, so at most
 //!   64 KiB.
 //! - byte 5: the number N of chunk sizes, modulo 16. Then N bytes, each one chunk size
@@ -13,7 +16,7 @@
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pylon_proto::{CloseFrame, Config, Connection, Limits, Message, ProtocolError, Role, State};
 
@@ -38,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         Role::Server
     };
     let defer_pending = flags & 4 != 0;
+    let via_payload_buf = flags & 8 != 0;
     let config = Config {
         limits: Limits {
             max_message_size: usize::from(u16::from_be_bytes([config_bytes[1], config_bytes[2]])),
@@ -49,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let plan_len = usize::from(config_bytes[5] % 16).min(rest.len());
     let (chunk_sizes, stream) = rest.split_at(plan_len);
 
-    let mut harness = Harness::new(role, config);
+    let mut harness = Harness::new(role, config, via_payload_buf);
     let mut offset = 0;
     let mut steps = 0;
     // Zero-size chunks make progress only by `steps`, so the loop is bounded by both.
@@ -62,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
     harness.receive(&stream[offset..], defer_pending);
     harness.flush_pending();
     harness.peer_decode_output();
+    harness.compare_with_shadow();
 });
 
 /// A connection under test, the bytes it wrote, and what it returned so far.
@@ -73,24 +78,57 @@ struct Harness {
     /// return no message.
     finished: bool,
     pending_in_output: bool,
+    /// With `payload_buf` reads: a connection that decodes the same bytes through
+    /// `decode` alone, its receive buffer, and the results of both, in order.
+    shadow: Option<Shadow>,
+}
+
+struct Shadow {
+    connection: Connection,
+    src: BytesMut,
+    results: Vec<String>,
+    expected: Vec<String>,
 }
 
 impl Harness {
-    fn new(role: Role, config: Config) -> Self {
+    fn new(role: Role, config: Config, via_payload_buf: bool) -> Self {
+        let shadow = via_payload_buf.then(|| Shadow {
+            connection: Connection::new(role, config),
+            src: BytesMut::new(),
+            results: Vec::new(),
+            expected: Vec::new(),
+        });
         Harness {
             connection: Connection::new(role, config),
             src: BytesMut::new(),
             output: BytesMut::new(),
             finished: false,
             pending_in_output: false,
+            shadow,
         }
     }
 
     /// Appends `chunk` to the receive buffer and decodes until `decode` needs more bytes.
+    /// With a shadow, the front of `chunk` goes into the room of `payload_buf` instead
+    /// while the receive buffer is empty, and the shadow decodes `chunk` as it is.
     fn receive(&mut self, chunk: &[u8], defer_pending: bool) {
-        self.src.extend_from_slice(chunk);
+        let mut rest = chunk;
+        if let Some(shadow) = &mut self.shadow {
+            shadow.receive(chunk);
+            if self.src.is_empty()
+                && let Some(mut room) = self.connection.payload_buf(chunk.len().max(1))
+            {
+                let take = room.remaining_mut().min(rest.len());
+                room.put_slice(&rest[..take]);
+                rest = &rest[take..];
+            }
+        }
+        self.src.extend_from_slice(rest);
         loop {
             let result = self.connection.decode(&mut self.src);
+            if let Some(shadow) = &mut self.shadow {
+                shadow.results.push(describe(&result));
+            }
             let max_message_size = self.connection.config().limits.max_message_size;
             assert!(
                 self.connection.buffered() <= max_message_size,
@@ -219,6 +257,17 @@ impl Harness {
         }
     }
 
+    /// Checks that reading through `payload_buf` gave the messages and the error that
+    /// `decode` alone gave.
+    fn compare_with_shadow(&self) {
+        let Some(shadow) = &self.shadow else {
+            return;
+        };
+        let results: Vec<&String> = shadow.results.iter().filter(|r| *r != "none").collect();
+        let expected: Vec<&String> = shadow.expected.iter().filter(|r| *r != "none").collect();
+        assert_eq!(results, expected, "payload_buf reads changed the results");
+    }
+
     /// Checks that every frame the connection wrote on its own (pongs and close frames) is
     /// valid for a peer in the opposite role.
     fn peer_decode_output(&mut self) {
@@ -253,5 +302,29 @@ impl Harness {
             "{} bytes of an incomplete automatic frame",
             self.output.len()
         );
+    }
+}
+
+impl Shadow {
+    /// Decodes `chunk` through `decode` alone until it needs more bytes.
+    fn receive(&mut self, chunk: &[u8]) {
+        self.src.extend_from_slice(chunk);
+        loop {
+            let result = self.connection.decode(&mut self.src);
+            let done = !matches!(result, Ok(Some(_)));
+            self.expected.push(describe(&result));
+            if done {
+                break;
+            }
+        }
+    }
+}
+
+/// Describes a decode result for comparison: the message, the error, or "none".
+fn describe(result: &Result<Option<Message>, ProtocolError>) -> String {
+    match result {
+        Ok(Some(message)) => format!("{message:?}"),
+        Ok(None) => "none".to_owned(),
+        Err(err) => format!("error {err:?}"),
     }
 }
