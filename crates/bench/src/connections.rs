@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -307,7 +308,8 @@ where
         .transpose()?;
     let client_before = proc::resident(None).ok();
 
-    let opened = open_all(config, &dial, warmup_count, &progress);
+    let indexes = warmup_count..warmup_count + config.count;
+    let opened = open_all(config, &dial, indexes, &progress);
     let opened = tokio::time::timeout_at(hard_deadline, opened)
         .await
         .with_context(|| {
@@ -378,11 +380,9 @@ where
     if config.warmup_connections == 0 {
         return Ok(Vec::new());
     }
-    let mut warmup_config = config.clone();
-    warmup_config.count = config.warmup_connections;
     // The warm-up takes no part in the progress bar.
     let progress = Progress::new();
-    let opened = open_all(&warmup_config, dial, 0, &progress);
+    let opened = open_all(config, dial, 0..config.warmup_connections, &progress);
     let opened = tokio::time::timeout_at(hard_deadline, opened)
         .await
         .context(
@@ -390,7 +390,7 @@ where
         )??;
     if let Some(failure) = &opened.first_failure {
         tracing::warn!(
-            failed = warmup_config.count - opened.sockets.len(),
+            failed = config.warmup_connections - opened.sockets.len(),
             %failure,
             "warm-up connections failed to open"
         );
@@ -404,12 +404,12 @@ fn round_millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000.0).round() / 1_000.0
 }
 
-/// Opens `config.count` connections with `dial`, at most `connect_concurrency` at a time.
-/// Their indexes for `dial` start at `first_index`.
+/// Opens one connection with `dial` for each of `indexes`, at most `connect_concurrency`
+/// at a time.
 async fn open_all<S, D, F>(
     config: &ConnectionsConfig,
     dial: &D,
-    first_index: usize,
+    indexes: Range<usize>,
     progress: &Progress,
 ) -> anyhow::Result<Opened<S>>
 where
@@ -420,7 +420,8 @@ where
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(config.connect_concurrency));
     let mut tasks = JoinSet::new();
-    for index in first_index..first_index + config.count {
+    let count = indexes.len();
+    for index in indexes {
         let permits = Arc::clone(&permits);
         let connect = dial(index);
         tasks.spawn(async move {
@@ -433,7 +434,7 @@ where
 
     let recorder = LatencyRecorder::new(1);
     let mut batch = recorder.batch(0);
-    let mut sockets = Vec::with_capacity(config.count);
+    let mut sockets = Vec::with_capacity(count);
     let mut failures = BTreeMap::new();
     let mut first_failure = None;
     while let Some(joined) = tasks.join_next().await {

@@ -74,7 +74,7 @@ fn client_frames(messages: &[Message]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn frame_end_arriving_with_next_frames_is_decoded_in_order() {
+async fn frame_tail_with_next_frames() {
     use tokio::io::AsyncWriteExt;
 
     let messages = [

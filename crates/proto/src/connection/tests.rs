@@ -1380,7 +1380,7 @@ fn room_past_frame_stays_within_message_limit() {
 }
 
 #[test]
-fn bytes_read_past_the_frame_end_are_decoded_next() {
+fn past_frame_bytes_decoded_next() {
     let first = vec![7u8; 64 << 10];
     let second = b"next frame".to_vec();
     let third = vec![9u8; 3000];
@@ -1464,7 +1464,7 @@ fn payload_buf_none_once_frame_is_read() {
 }
 
 #[test]
-fn decode_slice_takes_bytes_past_the_frame_end_first() {
+fn decode_slice_past_frame_bytes_first() {
     let first = vec![5u8; 100];
     let mut after = raw_frame(0x89, b"ping", true).to_vec();
     after.extend_from_slice(&raw_frame(0x81, b"second", true));
